@@ -1,0 +1,79 @@
+//! `command-api`: the command API on :8082 and, in the same process, the outbox relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use commands::api::{self, AppState};
+use commands::relay::{Relay, RelayConfig};
+use commands::store::{self, EventStore};
+use platform::auth::Verifier;
+use platform::config::KafkaArgs;
+use platform::metrics::Metrics;
+use rdkafka::producer::FutureProducer;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "command-api",
+    version,
+    about = "Healthplane command API and outbox relay"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_COMMAND_API_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    listen: SocketAddr,
+    /// The event store database.
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    database_url: String,
+    /// Do not run the outbox relay in this process (run it elsewhere).
+    #[arg(long, env = "HEALTHPLANE_NO_RELAY")]
+    no_relay: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("command-api");
+    let args = Args::parse();
+    let pool = platform::db::connect(&args.database_url, 16).await?;
+    platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
+    let metrics = Arc::new(Metrics::default());
+    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let relay = if args.no_relay {
+        None
+    } else {
+        let producer: FutureProducer =
+            platform::kafka::producer_config(&args.kafka.kafka_brokers, Duration::from_secs(30))
+                .create()
+                .context("cannot create the Kafka producer")?;
+        let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
+        let relay = Relay::new(
+            pool.clone(),
+            producer,
+            codec,
+            RelayConfig::default(),
+            &metrics,
+        );
+        Some(tokio::spawn(relay.run(stop_rx)))
+    };
+
+    let state = AppState::new(EventStore::new(pool), verifier, &metrics);
+    let app = api::router(state, metrics);
+    let listener = platform::http::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
+    platform::http::serve(listener, app, platform::http::shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    if let Some(relay) = relay {
+        relay.await.ok();
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The write side: the command API validates clinical commands, decides events on the
+//! aggregates, and appends them with their outbox rows in one Postgres transaction; the
+//! relay publishes the outbox to Kafka.
+
+pub mod api;
+pub mod patient;
+pub mod relay;
+pub mod store;

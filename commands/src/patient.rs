@@ -1,0 +1,534 @@
+//! The Patient aggregate: request bodies parsed into valid demographics at the edge, and the
+//! pure `decide`/`apply` functions that hold the rules.
+
+use chrono::{NaiveDate, Utc};
+use events::patient::{Address, ContactPoint, Demographics, Gender, HumanName, Identifier};
+use platform::problem::FieldError;
+use serde::Deserialize;
+
+/// The JSON body of RegisterPatient and UpdatePatientDemographics (FHIR R4 Patient in spirit).
+/// Every member is optional here so that a missing one is reported with its own path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientBody {
+    pub identifier: Option<Vec<IdentifierBody>>,
+    pub name: Option<NameBody>,
+    pub gender: Option<String>,
+    #[serde(rename = "birthDate")]
+    pub birth_date: Option<String>,
+    pub telecom: Option<Vec<ContactPointBody>>,
+    pub address: Option<AddressBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierBody {
+    pub system: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameBody {
+    #[serde(default)]
+    pub given: Vec<String>,
+    pub family: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPointBody {
+    pub system: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    #[serde(default)]
+    pub line: Vec<String>,
+    pub city: Option<String>,
+    #[serde(rename = "postalCode")]
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+const CONTACT_SYSTEMS: [&str; 7] = ["phone", "fax", "email", "pager", "url", "sms", "other"];
+const MAX_TEXT: usize = 256;
+
+/// Collects the field errors of one body.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    fn required<'a, T>(&mut self, field: &str, value: &'a Option<T>) -> Option<&'a T> {
+        if value.is_none() {
+            self.fail(field, "is required");
+        }
+        value.as_ref()
+    }
+
+    fn text(&mut self, field: &str, value: Option<&String>) -> Option<String> {
+        match value.map(|v| v.trim()) {
+            None => {
+                self.fail(field, "is required");
+                None
+            }
+            Some("") => {
+                self.fail(field, "must not be empty");
+                None
+            }
+            Some(v) if v.len() > MAX_TEXT => {
+                self.fail(field, format!("must be at most {MAX_TEXT} characters"));
+                None
+            }
+            Some(v) => Some(v.to_string()),
+        }
+    }
+
+    fn optional_text(&mut self, field: &str, value: Option<&String>) -> Option<String> {
+        value.and_then(|_| self.text(field, value))
+    }
+}
+
+/// True for an absolute URI: a scheme (`[A-Za-z][A-Za-z0-9+.-]*`), a colon and something after it.
+pub fn is_absolute_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        && !rest.is_empty()
+        && !s.chars().any(char::is_whitespace)
+}
+
+fn identifiers(c: &mut Checker, body: &[IdentifierBody]) -> Vec<Identifier> {
+    if body.is_empty() {
+        c.fail("$.identifier", "at least one identifier is required");
+    }
+    body.iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let system = c.text(&format!("$.identifier[{i}].system"), id.system.as_ref());
+            if let Some(s) = system.as_deref().filter(|s| !is_absolute_uri(s)) {
+                c.fail(
+                    &format!("$.identifier[{i}].system"),
+                    format!("`{s}` is not an absolute URI"),
+                );
+            }
+            let value = c.text(&format!("$.identifier[{i}].value"), id.value.as_ref());
+            Some(Identifier {
+                system: system.filter(|s| is_absolute_uri(s))?,
+                value: value?,
+            })
+        })
+        .collect()
+}
+
+fn name(c: &mut Checker, body: &NameBody) -> Option<HumanName> {
+    let family = c.text("$.name.family", body.family.as_ref());
+    let given: Vec<String> = body
+        .given
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| c.text(&format!("$.name.given[{i}]"), Some(g)))
+        .collect();
+    Some(HumanName {
+        given,
+        family: family?,
+    })
+}
+
+fn gender(c: &mut Checker, value: &str) -> Option<Gender> {
+    let parsed = match value {
+        "male" => Gender::Male,
+        "female" => Gender::Female,
+        "other" => Gender::Other,
+        "unknown" => Gender::Unknown,
+        _ => {
+            c.fail(
+                "$.gender",
+                format!("`{value}` is not one of male, female, other, unknown"),
+            );
+            return None;
+        }
+    };
+    Some(parsed)
+}
+
+fn birth_date(c: &mut Checker, value: &str, today: NaiveDate) -> Option<NaiveDate> {
+    let parsed = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .filter(|_| value.len() == 10);
+    match parsed {
+        None => c.fail(
+            "$.birthDate",
+            format!("`{value}` is not a real date in YYYY-MM-DD form"),
+        ),
+        Some(d) if d > today => c.fail("$.birthDate", "must not be in the future"),
+        Some(d) => return Some(d),
+    }
+    None
+}
+
+fn telecom(c: &mut Checker, body: &[ContactPointBody]) -> Vec<ContactPoint> {
+    body.iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let system = c.text(&format!("$.telecom[{i}].system"), t.system.as_ref());
+            if let Some(s) = system.as_deref().filter(|s| !CONTACT_SYSTEMS.contains(s)) {
+                c.fail(
+                    &format!("$.telecom[{i}].system"),
+                    format!("`{s}` is not one of {}", CONTACT_SYSTEMS.join(", ")),
+                );
+            }
+            let value = c.text(&format!("$.telecom[{i}].value"), t.value.as_ref());
+            Some(ContactPoint {
+                system: system.filter(|s| CONTACT_SYSTEMS.contains(&s.as_str()))?,
+                value: value?,
+            })
+        })
+        .collect()
+}
+
+fn address(c: &mut Checker, body: &AddressBody) -> Address {
+    Address {
+        line: body
+            .line
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| c.text(&format!("$.address.line[{i}]"), Some(l)))
+            .collect(),
+        city: c.optional_text("$.address.city", body.city.as_ref()),
+        postal_code: c.optional_text("$.address.postalCode", body.postal_code.as_ref()),
+        country: c.optional_text("$.address.country", body.country.as_ref()),
+    }
+}
+
+/// Parses a RegisterPatient body into valid demographics, or every field error it has.
+pub fn parse_registration(body: &PatientBody) -> Result<Demographics, Vec<FieldError>> {
+    let today = Utc::now().date_naive();
+    let mut c = Checker::default();
+    let ids = c
+        .required("$.identifier", &body.identifier)
+        .map(|b| identifiers(&mut c, b));
+    let name = c
+        .required("$.name", &body.name)
+        .and_then(|b| name(&mut c, b));
+    let gender = c
+        .required("$.gender", &body.gender)
+        .and_then(|g| gender(&mut c, g));
+    let birth = c
+        .required("$.birthDate", &body.birth_date)
+        .and_then(|d| birth_date(&mut c, d, today));
+    let telecom = telecom(&mut c, body.telecom.as_deref().unwrap_or_default());
+    let address = body.address.as_ref().map(|a| address(&mut c, a));
+    match (ids, name, gender, birth) {
+        (Some(identifiers), Some(name), Some(gender), Some(birth_date)) if c.errors.is_empty() => {
+            Ok(Demographics {
+                identifiers,
+                name,
+                gender,
+                birth_date,
+                telecom,
+                address,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
+/// A validated partial update: each `Some` replaces that part of the demographics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemographicsPatch {
+    pub identifiers: Option<Vec<Identifier>>,
+    pub name: Option<HumanName>,
+    pub gender: Option<Gender>,
+    pub birth_date: Option<NaiveDate>,
+    pub telecom: Option<Vec<ContactPoint>>,
+    /// `Some(None)` removes the address (JSON merge patch `"address": null`).
+    pub address: Option<Option<Address>>,
+}
+
+/// Parses an UpdatePatientDemographics body (JSON merge patch of the registration body).
+pub fn parse_patch(
+    body: &PatientBody,
+    address_removed: bool,
+) -> Result<DemographicsPatch, Vec<FieldError>> {
+    let today = Utc::now().date_naive();
+    let mut c = Checker::default();
+    let patch = DemographicsPatch {
+        identifiers: body.identifier.as_ref().map(|b| identifiers(&mut c, b)),
+        name: body.name.as_ref().and_then(|b| name(&mut c, b)),
+        gender: body.gender.as_ref().and_then(|g| gender(&mut c, g)),
+        birth_date: body
+            .birth_date
+            .as_ref()
+            .and_then(|d| birth_date(&mut c, d, today)),
+        telecom: body.telecom.as_ref().map(|t| telecom(&mut c, t)),
+        address: match (&body.address, address_removed) {
+            (Some(a), _) => Some(Some(address(&mut c, a))),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+    };
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    if patch == DemographicsPatch::default() {
+        return Err(vec![FieldError::new(
+            "$",
+            "the patch changes nothing: send at least one field",
+        )]);
+    }
+    Ok(patch)
+}
+
+/// The commands the Patient aggregate accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientCommand {
+    Register(Demographics),
+    UpdateDemographics(DemographicsPatch),
+}
+
+/// The events the Patient aggregate emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientEvent {
+    Created(events::patient::PatientCreated),
+    Updated(events::patient::PatientUpdated),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// 409
+    #[error("the patient is already registered")]
+    AlreadyRegistered,
+    /// 404
+    #[error("no such patient")]
+    NotRegistered,
+}
+
+/// The current state of a patient: `None` before registration.
+pub type PatientState = Option<Demographics>;
+
+/// All the rules: what happens when `command` meets `state`.
+pub fn decide(
+    state: &PatientState,
+    command: PatientCommand,
+) -> Result<Vec<PatientEvent>, Rejection> {
+    match (state, command) {
+        (Some(_), PatientCommand::Register(_)) => Err(Rejection::AlreadyRegistered),
+        (None, PatientCommand::Register(demographics)) => Ok(vec![PatientEvent::Created(
+            events::patient::PatientCreated { demographics },
+        )]),
+        (None, PatientCommand::UpdateDemographics(_)) => Err(Rejection::NotRegistered),
+        (Some(current), PatientCommand::UpdateDemographics(patch)) => {
+            let mut next = current.clone();
+            let mut changed = Vec::new();
+            macro_rules! merge {
+                ($field:ident, $name:literal) => {
+                    if let Some(value) = patch.$field {
+                        if value != next.$field {
+                            next.$field = value;
+                            changed.push($name.to_string());
+                        }
+                    }
+                };
+            }
+            merge!(identifiers, "identifiers");
+            merge!(name, "name");
+            merge!(gender, "gender");
+            merge!(birth_date, "birth_date");
+            merge!(telecom, "telecom");
+            merge!(address, "address");
+            if changed.is_empty() {
+                // Nothing changed: accepted, and no event (idempotent by content).
+                return Ok(vec![]);
+            }
+            Ok(vec![PatientEvent::Updated(
+                events::patient::PatientUpdated {
+                    demographics: next,
+                    changed_fields: changed,
+                },
+            )])
+        }
+    }
+}
+
+/// Evolves the state by one event; no rules here.
+pub fn apply(_state: PatientState, event: &PatientEvent) -> PatientState {
+    match event {
+        PatientEvent::Created(e) => Some(e.demographics.clone()),
+        PatientEvent::Updated(e) => Some(e.demographics.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> PatientBody {
+        serde_json::from_value(json).expect("test body deserializes")
+    }
+
+    fn ada() -> serde_json::Value {
+        serde_json::json!({
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.1", "value": "123-45-6789"}],
+            "name": {"given": ["Ada"], "family": "Lovelace"},
+            "gender": "female", "birthDate": "1815-12-10",
+            "telecom": [{"system": "phone", "value": "+44 20 7946 0000"}],
+            "address": {"line": ["12 St James's Square"], "city": "London", "postalCode": "SW1Y 4JH", "country": "GB"}
+        })
+    }
+
+    fn registered() -> PatientState {
+        Some(parse_registration(&body(ada())).expect("the api.md example is valid"))
+    }
+
+    fn fields(errors: Vec<FieldError>) -> Vec<String> {
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn given_no_patient_when_registered_then_created() {
+        let state = registered();
+        let demographics = state.clone().unwrap();
+        let events = decide(&None, PatientCommand::Register(demographics.clone())).unwrap();
+        assert_eq!(
+            events,
+            vec![PatientEvent::Created(events::patient::PatientCreated {
+                demographics
+            })]
+        );
+        assert_eq!(apply(None, &events[0]), state);
+    }
+
+    #[test]
+    fn given_a_patient_when_registered_again_then_rejected() {
+        let state = registered();
+        let command = PatientCommand::Register(state.clone().unwrap());
+        assert_eq!(decide(&state, command), Err(Rejection::AlreadyRegistered));
+    }
+
+    #[test]
+    fn given_no_patient_when_updated_then_not_registered() {
+        let patch = DemographicsPatch {
+            gender: Some(Gender::Other),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&None, PatientCommand::UpdateDemographics(patch)),
+            Err(Rejection::NotRegistered)
+        );
+    }
+
+    #[test]
+    fn given_a_patient_when_updated_then_full_demographics_and_changed_fields() {
+        let state = registered();
+        let patch = DemographicsPatch {
+            gender: Some(Gender::Other),
+            address: Some(None),
+            ..Default::default()
+        };
+        let events = decide(&state, PatientCommand::UpdateDemographics(patch)).unwrap();
+        let PatientEvent::Updated(updated) = &events[0] else {
+            panic!("expected an update")
+        };
+        assert_eq!(updated.changed_fields, vec!["gender", "address"]);
+        assert_eq!(updated.demographics.gender, Gender::Other);
+        assert_eq!(updated.demographics.address, None);
+        assert_eq!(updated.demographics.name, state.unwrap().name);
+    }
+
+    #[test]
+    fn given_a_patient_when_updated_with_the_same_values_then_no_event() {
+        let state = registered();
+        let patch = DemographicsPatch {
+            gender: Some(Gender::Female),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&state, PatientCommand::UpdateDemographics(patch)),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn registration_requires_identifier_name_gender_and_birth_date() {
+        let errors = parse_registration(&PatientBody::default()).unwrap_err();
+        assert_eq!(
+            fields(errors),
+            vec!["$.identifier", "$.name", "$.gender", "$.birthDate"]
+        );
+    }
+
+    #[test]
+    fn gender_must_be_a_fhir_administrative_gender() {
+        let mut json = ada();
+        json["gender"] = "f".into();
+        assert_eq!(
+            fields(parse_registration(&body(json)).unwrap_err()),
+            vec!["$.gender"]
+        );
+    }
+
+    #[test]
+    fn birth_date_must_be_real_and_not_in_the_future() {
+        for bad in ["2023-02-30", "10-12-1915", "2999-01-01", "1915-1-1"] {
+            let mut json = ada();
+            json["birthDate"] = bad.into();
+            assert_eq!(
+                fields(parse_registration(&body(json)).unwrap_err()),
+                vec!["$.birthDate"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn identifier_system_must_be_an_absolute_uri() {
+        let mut json = ada();
+        json["identifier"] = serde_json::json!([{"system": "ssn", "value": "1"}]);
+        assert_eq!(
+            fields(parse_registration(&body(json.clone())).unwrap_err()),
+            vec!["$.identifier[0].system"]
+        );
+        json["identifier"] = serde_json::json!([]);
+        assert_eq!(
+            fields(parse_registration(&body(json)).unwrap_err()),
+            vec!["$.identifier"]
+        );
+        assert!(is_absolute_uri("urn:oid:2.16.840.1.113883.4.1"));
+        assert!(is_absolute_uri("http://hospital.example/mrn"));
+        assert!(!is_absolute_uri("1http://x"));
+        assert!(!is_absolute_uri("urn:"));
+    }
+
+    #[test]
+    fn telecom_system_is_from_the_fhir_value_set() {
+        let mut json = ada();
+        json["telecom"] = serde_json::json!([{"system": "pigeon", "value": "x"}]);
+        assert_eq!(
+            fields(parse_registration(&body(json)).unwrap_err()),
+            vec!["$.telecom[0].system"]
+        );
+    }
+
+    #[test]
+    fn an_empty_patch_is_refused() {
+        assert_eq!(
+            fields(parse_patch(&PatientBody::default(), false).unwrap_err()),
+            vec!["$"]
+        );
+        let patch = parse_patch(&PatientBody::default(), true).unwrap();
+        assert_eq!(patch.address, Some(None));
+    }
+}

@@ -1,0 +1,205 @@
+//! The Postgres event store, the system of record: one stream per aggregate with optimistic
+//! concurrency on `(aggregate_id, aggregate_version)`, and the transactional outbox that the
+//! relay publishes from.
+
+use chrono::{DateTime, Utc};
+use events::{Actor, Envelope};
+use platform::db::Migration;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "event store and outbox",
+    sql: "CREATE TABLE events (
+            global_position BIGSERIAL UNIQUE,
+            event_id UUID PRIMARY KEY,
+            aggregate_type TEXT NOT NULL,
+            aggregate_id UUID NOT NULL,
+            aggregate_version BIGINT NOT NULL CHECK (aggregate_version > 0),
+            event_type TEXT NOT NULL,
+            payload JSONB NOT NULL,
+            occurred_at TIMESTAMPTZ NOT NULL,
+            correlation_id TEXT NOT NULL,
+            causation_id TEXT,
+            actor_id TEXT NOT NULL,
+            actor_role TEXT NOT NULL,
+            traceparent TEXT,
+            UNIQUE (aggregate_id, aggregate_version));
+          CREATE TABLE outbox (
+            id BIGSERIAL PRIMARY KEY,
+            event_id UUID NOT NULL REFERENCES events (event_id),
+            aggregate_id UUID NOT NULL,
+            topic TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            published_at TIMESTAMPTZ,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT);
+          CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;",
+}];
+
+/// An event to append, with the topic it is published on.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    pub payload: serde_json::Value,
+    pub topic: &'static str,
+}
+
+/// An event read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub envelope: Envelope,
+    pub payload: serde_json::Value,
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// 409: another writer got there first; carries the stream's current version.
+    #[error("version conflict: the aggregate is at version {current}")]
+    Conflict { current: i64 },
+    /// 503: the store is unreachable or failed.
+    #[error("event store failure: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// The event store.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+type EventRow = (
+    Uuid,
+    String,
+    Uuid,
+    i64,
+    DateTime<Utc>,
+    String,
+    Option<String>,
+    String,
+    String,
+    serde_json::Value,
+);
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        EventStore { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The stream of one aggregate, oldest first (empty if it does not exist).
+    pub async fn load(&self, aggregate_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT event_id, event_type, aggregate_id, aggregate_version, occurred_at,
+                    correlation_id, causation_id, actor_id, actor_role, payload
+             FROM events WHERE aggregate_id = $1 ORDER BY aggregate_version",
+        )
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(stored_event).collect()
+    }
+
+    /// The number of events in the store (for tests and operators).
+    pub async fn count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Appends `events` to the stream of `aggregate_id`, which must be at `expected_version`,
+    /// together with their outbox rows, in one transaction.
+    pub async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        expected_version: i64,
+        events: &[NewEvent],
+        traceparent: Option<&str>,
+    ) -> Result<(), AppendError> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            let e = &event.envelope;
+            let inserted = sqlx::query(
+                "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
+                                     payload, occurred_at, correlation_id, causation_id, actor_id, actor_role, traceparent)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (aggregate_id, aggregate_version) DO NOTHING",
+            )
+            .bind(e.event_id)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(e.aggregate_version)
+            .bind(&e.event_type)
+            .bind(&event.payload)
+            .bind(e.occurred_at)
+            .bind(&e.correlation_id)
+            .bind(&e.causation_id)
+            .bind(&e.actor.id)
+            .bind(e.actor.role.as_str())
+            .bind(traceparent)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 || e.aggregate_version != expected_version + 1 {
+                drop(tx);
+                return Err(AppendError::Conflict {
+                    current: self.version(aggregate_id).await?,
+                });
+            }
+            sqlx::query("INSERT INTO outbox (event_id, aggregate_id, topic) VALUES ($1, $2, $3)")
+                .bind(e.event_id)
+                .bind(aggregate_id)
+                .bind(event.topic)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The current version of a stream (0 if it does not exist).
+    pub async fn version(&self, aggregate_id: Uuid) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_id = $1",
+        )
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+fn stored_event(row: EventRow) -> Result<StoredEvent, sqlx::Error> {
+    let (
+        event_id,
+        event_type,
+        aggregate_id,
+        aggregate_version,
+        occurred_at,
+        correlation_id,
+        causation_id,
+        actor_id,
+        role,
+        payload,
+    ) = row;
+    let role = role
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    Ok(StoredEvent {
+        envelope: Envelope {
+            event_id,
+            event_type,
+            aggregate_id,
+            aggregate_version,
+            occurred_at,
+            correlation_id,
+            causation_id,
+            actor: Actor { id: actor_id, role },
+        },
+        payload,
+    })
+}

@@ -1,0 +1,93 @@
+# shellcheck shell=bash
+# Shared helpers of the local-stack scripts: install what is missing, start what is down.
+
+HP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HP_ROOT/target}
+HP_BIN=$CARGO_TARGET_DIR/debug
+TANSU_VERSION=0.6.0
+HP_VENV=${HEALTHPLANE_VENV:-$HOME/.cache/healthplane/venv}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Waits until host:port accepts connections.
+wait_port() {
+  local host=$1 port=$2 timeout=${3:-30} i
+  for ((i = 0; i < timeout * 10; i++)); do
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Waits until an HTTP URL answers 2xx.
+wait_http() {
+  local url=$1 timeout=${2:-60} i
+  for ((i = 0; i < timeout * 10; i++)); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Fails if something already listens on the port.
+require_free_port() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 is in use ($2): is another Healthplane stack running?"
+  fi
+}
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# PostgreSQL 15+ on 127.0.0.1:5432, installed from Debian packages if absent, started if down,
+# with the `postgres` role reachable over TCP with password `postgres`.
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    log "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+    pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not start"
+  fi
+  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -qtAc 'SELECT 1' >/dev/null 2>&1; then
+    log "setting the local postgres role's password"
+    su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  fi
+}
+
+# The pinned tansu broker, installed once with cargo (about 11 minutes on 2 cores).
+ensure_tansu() {
+  if tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return
+  fi
+  log "installing the tansu $TANSU_VERSION broker with cargo (once; about 11 minutes on 2 cores)"
+  cargo install "tansu@$TANSU_VERSION" --locked --features libsql,dynostore
+}
+
+# A Python with confluent-kafka and its Schema Registry + Avro extras (for the data-team example).
+ensure_python_client() {
+  if [ ! -x "$HP_VENV/bin/python" ]; then
+    log "creating a Python virtualenv for the data-team example at $HP_VENV"
+    python3 -m venv "$HP_VENV"
+  fi
+  if ! "$HP_VENV/bin/python" -c 'import confluent_kafka.schema_registry.avro' >/dev/null 2>&1; then
+    log "installing confluent-kafka[avro,schemaregistry] from PyPI"
+    "$HP_VENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]>=2.6,<3"
+  fi
+}
+
+# Builds every binary of the workspace.
+build_binaries() {
+  log "building Healthplane (cargo build --workspace --bins)"
+  (cd "$HP_ROOT" && cargo build --workspace --bins --quiet)
+}

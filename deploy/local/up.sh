@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Healthplane local stack, the embedded default: PostgreSQL, the tansu Kafka broker with
+# durable SQLite storage, the schema registry, the command API, the patient projector and the
+# GraphQL API, all on this machine. Installs what is missing; a second run keeps the data.
+# Ctrl-C stops everything cleanly.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+
+DATA=${HEALTHPLANE_DATA_DIR:-$HP_ROOT/.data}
+mkdir -p "$DATA/logs" "$DATA/kafka"
+
+ensure_postgres
+ensure_tansu
+build_binaries
+
+require_free_port 9092 "Kafka"
+require_free_port 8081 "schema registry"
+require_free_port 8082 "command API"
+require_free_port 8080 "GraphQL API"
+require_free_port 9101 "projector metrics"
+
+pids=()
+names=()
+stop_all() {
+  trap - INT TERM EXIT
+  if ((${#pids[@]})); then
+    log "stopping Healthplane"
+    # Reverse order: services first, the broker last.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+  fi
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+start() {
+  local name=$1
+  shift
+  "$@" >>"$DATA/logs/$name.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+}
+
+log "starting the tansu broker on :9092 (data in $DATA/kafka)"
+start tansu bash -c "cd '$DATA/kafka' && exec tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://localhost:9092 --storage-engine sqlite://tansu.db"
+wait_port 127.0.0.1 9092 30 || die "the broker did not start; see $DATA/logs/tansu.log"
+
+log "starting the schema registry on :8081"
+start schema-registry "$HP_BIN/schema-registry"
+wait_http http://127.0.0.1:8081/health/ready 60 || die "the registry did not start; see $DATA/logs/schema-registry.log"
+
+log "creating topics and registering schemas"
+"$HP_BIN/replay-tool" bootstrap | sed 's/^/    /'
+
+log "starting the command API, the patient projector and the GraphQL API"
+start command-api "$HP_BIN/command-api"
+start projector-patient "$HP_BIN/projector" --projection patient
+wait_http http://127.0.0.1:8082/health/ready 60 || die "the command API did not start; see $DATA/logs/command-api.log"
+wait_http http://127.0.0.1:9101/health/ready 60 || die "the projector did not start; see $DATA/logs/projector-patient.log"
+start query-api "$HP_BIN/query-api"
+wait_http http://127.0.0.1:8080/health/ready 60 || die "the GraphQL API did not start; see $DATA/logs/query-api.log"
+
+cat <<MSG
+
+Healthplane is up.
+  GraphQL API       http://localhost:8080/graphql     (GraphiQL in a browser)
+  Command API       http://localhost:8082/v1/patients
+  Schema registry   http://localhost:8081/subjects
+  Kafka (tansu)     localhost:9092
+  PostgreSQL        127.0.0.1:5432                    (postgres / postgres)
+  Metrics           http://localhost:8082/metrics, :8080/metrics, :8081/metrics, :9101/metrics
+  Logs              $DATA/logs/
+
+Try it:
+  TOKEN=\$($HP_BIN/mint-token --role admin)
+  curl -s localhost:8082/v1/patients -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+    -d '{"identifier":[{"system":"urn:oid:2.16.840.1.113883.4.1","value":"123-45-6789"}],"name":{"given":["Ada"],"family":"Lovelace"},"gender":"female","birthDate":"1815-12-10"}'
+
+Ctrl-C stops everything; the data stays in $DATA.
+MSG
+
+# Stop everything if any part dies.
+set +e
+wait -n
+status=$?
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[i]}" 2>/dev/null; then
+    log "${names[i]} exited (status $status); see $DATA/logs/${names[i]}.log"
+  fi
+done
+exit 1

@@ -1,0 +1,21 @@
+//! Healthplane domain events: the topic catalog, the event envelope and the event payloads.
+//!
+//! **Architecture Invariant:** this crate does no I/O. It only describes what is written to
+//! the topics; how it is encoded (Avro, Confluent wire format) is the `schemas` crate's business.
+
+pub mod audit;
+pub mod catalog;
+pub mod consistency;
+pub mod envelope;
+pub mod patient;
+
+pub use consistency::ConsistencyToken;
+pub use envelope::{Actor, Envelope, EventRecord, Role};
+
+/// A payload that is published as a domain event on one documented topic.
+pub trait DomainEvent: serde::Serialize + serde::de::DeserializeOwned {
+    /// The `event_type` written into the envelope and the `event_type` Kafka header.
+    const EVENT_TYPE: &'static str;
+    /// The documented topic the event is published on.
+    const TOPIC: &'static str;
+}

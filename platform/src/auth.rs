@@ -1,0 +1,275 @@
+//! Authentication: bearer JWTs (HS256 locally, RS256 in production) and the `Caller` extractor.
+//!
+//! Missing, expired, forged or `alg: none` tokens are 401; the role checks that give 403 live
+//! with each endpoint.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use events::{Actor, Role};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::problem::Problem;
+
+/// The documented development secret, used when `HEALTHPLANE_JWT_SECRET` is unset.
+/// Never use it outside a developer's machine.
+pub const DEV_JWT_SECRET: &str = "healthplane-local-development-secret-do-not-use-in-production";
+
+/// The claims Healthplane reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Known roles; unknown role names in the token are ignored.
+    #[serde(deserialize_with = "known_roles")]
+    pub roles: Vec<Role>,
+    /// The patient the user is, for the `patient` role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<Uuid>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+}
+
+fn known_roles<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+}
+
+/// Why a token was refused (all are 401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token: send `Authorization: Bearer <JWT>`")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Checks tokens. One algorithm only: a token signed any other way (or not at all) is refused.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// HS256 with a shared secret (the local stack).
+    pub fn hs256(secret: &str) -> Self {
+        Verifier::with(
+            DecodingKey::from_secret(secret.as_bytes()),
+            Algorithm::HS256,
+        )
+    }
+
+    /// RS256 with an identity provider's public key in PEM (production).
+    pub fn rs256_pem(pem: &str) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|e| AuthError::Invalid(format!("bad RS256 public key: {e}")))?;
+        Ok(Verifier::with(key, Algorithm::RS256))
+    }
+
+    fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Verifier { key, validation }
+    }
+
+    /// From the environment: `HEALTHPLANE_JWT_PUBLIC_KEY_PEM` (RS256) if set, else
+    /// `HEALTHPLANE_JWT_SECRET` (HS256), else the documented development secret.
+    pub fn from_env() -> Result<Self, AuthError> {
+        if let Ok(pem) = std::env::var("HEALTHPLANE_JWT_PUBLIC_KEY_PEM") {
+            return Verifier::rs256_pem(&pem);
+        }
+        Ok(Verifier::hs256(&local_secret()))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })
+    }
+
+    /// Verifies the `Authorization` header of a request.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
+        let value = header.ok_or(AuthError::Missing)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?;
+        self.verify(token.trim())
+    }
+}
+
+/// The HS256 secret of the local stack.
+pub fn local_secret() -> String {
+    std::env::var("HEALTHPLANE_JWT_SECRET").unwrap_or_else(|_| {
+        tracing::warn!("HEALTHPLANE_JWT_SECRET is unset: using the documented development secret");
+        DEV_JWT_SECRET.to_string()
+    })
+}
+
+/// Mints an HS256 token (local development and tests).
+pub fn mint_hs256(
+    secret: &str,
+    sub: &str,
+    roles: &[Role],
+    patient_id: Option<Uuid>,
+    ttl: chrono::Duration,
+) -> String {
+    let now = Utc::now();
+    let claims = Claims {
+        sub: sub.to_string(),
+        roles: roles.to_vec(),
+        patient_id,
+        exp: (now + ttl).timestamp(),
+        iat: Some(now.timestamp()),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing of serializable claims cannot fail")
+}
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.claims.roles.contains(&role)
+    }
+
+    /// The first of `allowed` the caller holds: the role the action is performed in.
+    pub fn acting_role(&self, allowed: &[Role]) -> Option<Role> {
+        allowed.iter().copied().find(|r| self.has(*r))
+    }
+
+    /// The caller as the actor of an event, acting in `role`.
+    pub fn actor(&self, role: Role) -> Actor {
+        Actor {
+            id: self.claims.sub.clone(),
+            role,
+        }
+    }
+
+    /// The caller's own role when several are allowed, or 403.
+    pub fn require_any(&self, allowed: &[Role]) -> Result<Role, Problem> {
+        self.acting_role(allowed).ok_or_else(|| {
+            let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            Problem::forbidden(format!(
+                "this requires one of the roles: {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+impl<S> axum::extract::FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Verifier>: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = Arc::<Verifier>::from_ref(state);
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        verifier
+            .verify_header(header)
+            .map(|claims| Caller { claims })
+            .map_err(|e| Problem::unauthorized(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "test-secret";
+
+    #[test]
+    fn a_minted_token_verifies() {
+        let token = mint_hs256(
+            SECRET,
+            "u1",
+            &[Role::Admin],
+            None,
+            chrono::Duration::minutes(5),
+        );
+        let claims = Verifier::hs256(SECRET).verify(&token).unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.roles, vec![Role::Admin]);
+    }
+
+    #[test]
+    fn expired_forged_and_unsigned_tokens_are_refused() {
+        let verifier = Verifier::hs256(SECRET);
+        let expired = mint_hs256(
+            SECRET,
+            "u1",
+            &[Role::Admin],
+            None,
+            chrono::Duration::minutes(-5),
+        );
+        assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
+
+        let forged = mint_hs256(
+            "other",
+            "u1",
+            &[Role::Admin],
+            None,
+            chrono::Duration::minutes(5),
+        );
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(AuthError::Invalid(_))
+        ));
+
+        // alg: none, with the same claims and no signature.
+        let claims = forged.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
+        assert!(matches!(verifier.verify(&none), Err(AuthError::Invalid(_))));
+
+        assert_eq!(verifier.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(
+            verifier.verify_header(Some("Basic abc")),
+            Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn unknown_roles_are_ignored() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "sub": "u", "roles": ["offline_access", "auditor"], "exp": 1
+        }))
+        .unwrap();
+        assert_eq!(claims.roles, vec![Role::Auditor]);
+    }
+}

@@ -1,0 +1,84 @@
+//! Typed configuration shared by the services: defaults, overridden by `HEALTHPLANE_*`
+//! environment variables (or command-line flags). Secrets never print.
+
+use std::fmt;
+
+/// Default broker list of the local stack.
+pub const DEFAULT_KAFKA_BROKERS: &str = "localhost:9092";
+/// Default schema registry of the local stack.
+pub const DEFAULT_SCHEMA_REGISTRY_URL: &str = "http://localhost:8081";
+/// Default PostgreSQL server of the local stack (database name appended per service).
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432";
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret<String> {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// Connection settings for the broker and the registry, shared by every Kafka client.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "HEALTHPLANE_KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
+    pub kafka_brokers: String,
+    /// Confluent-compatible schema registry.
+    #[arg(long, env = "HEALTHPLANE_SCHEMA_REGISTRY_URL", default_value = DEFAULT_SCHEMA_REGISTRY_URL)]
+    pub schema_registry_url: String,
+}
+
+/// The default database URL of one service's database on the local PostgreSQL server.
+pub fn default_database_url(database: &str) -> String {
+    format!("{DEFAULT_POSTGRES_URL}/{database}")
+}
+
+/// `postgres://user:***@host:port/db` for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_passwords_never_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+        assert_eq!(
+            redact_url("postgres://postgres:pw@127.0.0.1:5432/x"),
+            "postgres://postgres:***@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1/x"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Kafka client settings shared by every producer and consumer, and idempotent creation of
+//! the documented topics.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use events::catalog::TopicSpec;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Base settings for any client of `brokers`.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "healthplane")
+        // The embedded broker is one node; keep metadata refreshes brisk after restarts.
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// An idempotent, `acks=all` producer that partitions by key exactly as the Java client does
+/// (murmur2), so data teams' tools agree on which partition a patient lives in.
+pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        );
+    config
+}
+
+/// What `ensure_topics` found for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    AlreadyExisted,
+}
+
+/// Creates the given topics with their partitions and `retention.ms`; existing topics are left
+/// as they are. `replication` is 1 on the embedded broker, 3 in production.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[TopicSpec],
+    replication: i32,
+) -> anyhow::Result<Vec<(String, TopicOutcome)>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let retention: Vec<String> = topics
+        .iter()
+        .map(|t| t.retention_ms().to_string())
+        .collect();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .zip(&retention)
+        .map(|(t, ms)| {
+            NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(replication))
+                .set("retention.ms", ms)
+                .set("cleanup.policy", "delete")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .context("cannot reach the Kafka broker to create topics")?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(name) => Ok((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                Ok((name, TopicOutcome::AlreadyExisted))
+            }
+            Err((name, code)) => Err(anyhow::anyhow!("cannot create topic {name}: {code}")),
+        })
+        .collect()
+}
+
+/// Kafka's murmur2 hash, as the Java client computes it for keyed records.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ (length as u32);
+    for chunk in data.chunks_exact(4) {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = &data[length & !3..];
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition the Java client (and our `murmur2_random` producers) put `key` in.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Apache Kafka's UtilsTest.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key), expected, "{}", String::from_utf8_lossy(key));
+        }
+        assert!((0..12).contains(&partition_for_key(b"foobar", 12)));
+    }
+}

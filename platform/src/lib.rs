@@ -1,0 +1,11 @@
+//! The runtime every Healthplane service shares: authentication, problem+json errors,
+//! configuration, Postgres and Kafka plumbing, telemetry, health and metrics endpoints.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod problem;
+pub mod telemetry;

@@ -1,0 +1,57 @@
+//! `query-api`: the GraphQL API for the portals on :8080.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use platform::auth::Verifier;
+use platform::config::KafkaArgs;
+use platform::metrics::Metrics;
+use query_api::audit::AuditLog;
+use query_api::graphql::build_schema;
+use query_api::http::{self, AppState};
+use query_api::read_model::Patients;
+use rdkafka::producer::FutureProducer;
+
+#[derive(Debug, Parser)]
+#[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_QUERY_API_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// The patient read model.
+    #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"))]
+    patient_database_url: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("query-api");
+    let args = Args::parse();
+    let pool = platform::db::connect(&args.patient_database_url, 16).await?;
+    let metrics = Arc::new(Metrics::default());
+    let producer: FutureProducer =
+        platform::kafka::producer_config(&args.kafka.kafka_brokers, Duration::from_secs(5))
+            .create()
+            .context("cannot create the audit producer")?;
+    let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
+    let patients = Patients::new(pool);
+    let state = AppState {
+        schema: build_schema(patients.clone()),
+        verifier: Arc::new(Verifier::from_env().context("JWT configuration")?),
+        audit: Arc::new(AuditLog::new(producer, codec, &metrics)),
+        patients,
+    };
+    let app = http::router(state, metrics);
+    let listener = platform::http::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "GraphQL API listening on /graphql");
+    platform::http::serve(listener, app, platform::http::shutdown_signal()).await
+}

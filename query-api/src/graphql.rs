@@ -1,0 +1,347 @@
+//! The GraphQL schema the portals query, and its resolvers. Each resolver checks who may see
+//! what, reads the read model, and audits the access before returning PHI.
+
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ErrorExtensions, ID, InputObject, Object, Schema,
+    SimpleObject,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDate, Utc};
+use events::Role;
+use events::audit::{AccessAction, AccessOutcome};
+use platform::auth::Caller;
+use uuid::Uuid;
+
+use crate::audit::RequestAudit;
+use crate::read_model::{PatientRow, PatientSearch, Patients};
+
+/// The schema served on `/graphql`.
+pub type PortalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Deepest query accepted (query bombs are refused before any read).
+pub const MAX_DEPTH: usize = 10;
+/// Most complex query accepted.
+pub const MAX_COMPLEXITY: usize = 1000;
+/// Largest page.
+pub const MAX_PAGE: i32 = 100;
+
+/// Per-request data: the caller and the request's audit trail.
+pub struct RequestData {
+    pub caller: Caller,
+    pub audit: RequestAudit,
+}
+
+pub fn build_schema(patients: Patients) -> PortalSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .data(patients)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+fn coded(message: impl Into<String>, code: &'static str) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+fn unavailable(e: sqlx::Error) -> async_graphql::Error {
+    tracing::error!(error = %e, "read model unavailable");
+    coded("the read model is unavailable; retry later", "UNAVAILABLE")
+}
+
+fn audit_failed(reason: String) -> async_graphql::Error {
+    coded(
+        format!("the access could not be audited, so no patient data is returned ({reason})"),
+        "AUDIT_UNAVAILABLE",
+    )
+}
+
+/// A business identifier.
+#[derive(SimpleObject)]
+pub struct Identifier {
+    pub system: String,
+    pub value: String,
+}
+
+/// A person's name.
+#[derive(SimpleObject)]
+pub struct HumanName {
+    pub given: Vec<String>,
+    pub family: String,
+    /// The full name for display, e.g. "Ada Lovelace".
+    pub text: String,
+}
+
+/// A phone number, email address, ...
+#[derive(SimpleObject)]
+pub struct ContactPoint {
+    pub system: String,
+    pub value: String,
+}
+
+/// A postal address.
+#[derive(SimpleObject)]
+pub struct Address {
+    pub line: Vec<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+/// A patient (FHIR R4 Patient in spirit).
+#[derive(SimpleObject)]
+pub struct Patient {
+    pub id: ID,
+    /// The version of the patient's record; send it as `If-Match` to update.
+    pub version: i64,
+    pub identifiers: Vec<Identifier>,
+    pub name: HumanName,
+    /// male | female | other | unknown
+    pub gender: String,
+    /// YYYY-MM-DD
+    pub birth_date: String,
+    pub telecom: Vec<ContactPoint>,
+    pub address: Option<Address>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<PatientRow> for Patient {
+    fn from(row: PatientRow) -> Self {
+        let mut text = row.given_names.clone();
+        text.push(row.family_name.clone());
+        Patient {
+            id: ID(row.id.to_string()),
+            version: row.version,
+            identifiers: row
+                .identifiers
+                .into_iter()
+                .map(|i| Identifier {
+                    system: i.system,
+                    value: i.value,
+                })
+                .collect(),
+            name: HumanName {
+                given: row.given_names,
+                family: row.family_name,
+                text: text.join(" "),
+            },
+            gender: row.gender,
+            birth_date: row.birth_date.format("%Y-%m-%d").to_string(),
+            telecom: row
+                .telecom
+                .into_iter()
+                .map(|t| ContactPoint {
+                    system: t.system,
+                    value: t.value,
+                })
+                .collect(),
+            address: row.address.map(|a| Address {
+                line: a.line,
+                city: a.city,
+                postal_code: a.postal_code,
+                country: a.country,
+            }),
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// Relay page information.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct PatientEdge {
+    pub cursor: String,
+    pub node: Patient,
+}
+
+#[derive(SimpleObject)]
+pub struct PatientConnection {
+    pub edges: Vec<PatientEdge>,
+    pub page_info: PageInfo,
+}
+
+/// Matches an identifier; `system` is optional.
+#[derive(InputObject)]
+pub struct IdentifierFilter {
+    pub system: Option<String>,
+    pub value: String,
+}
+
+/// Patient search criteria; all given ones must match.
+#[derive(InputObject, Default)]
+pub struct PatientFilter {
+    /// Case-insensitive prefix of the family name.
+    pub family: Option<String>,
+    /// Case-insensitive prefix of a given name.
+    pub given: Option<String>,
+    /// YYYY-MM-DD
+    pub birth_date: Option<String>,
+    pub gender: Option<String>,
+    pub identifier: Option<IdentifierFilter>,
+}
+
+fn cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("patient:{id}"))
+}
+
+fn parse_cursor(cursor: &str) -> async_graphql::Result<Uuid> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("patient:").and_then(|id| id.parse().ok()))
+        .ok_or_else(|| coded("`after` is not a cursor from this API", "BAD_USER_INPUT"))
+}
+
+/// Why `caller` may not read `patient`, if they may not.
+fn read_denial(caller: &Caller, patient: Uuid) -> Option<&'static str> {
+    if caller.has(Role::Practitioner) || caller.has(Role::Admin) {
+        None
+    } else if caller.has(Role::Patient) {
+        (caller.claims.patient_id != Some(patient))
+            .then_some("patients may read only their own record")
+    } else {
+        Some("this role may not read patient records")
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// One patient by id; null if there is none.
+    async fn patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Patient>> {
+        let request = ctx.data::<RequestData>()?;
+        let id: Uuid = id
+            .parse()
+            .map_err(|_| coded("`id` is not a patient id", "BAD_USER_INPUT"))?;
+        if let Some(reason) = read_denial(&request.caller, id) {
+            let _ = request
+                .audit
+                .record(
+                    id,
+                    AccessAction::Read,
+                    "Patient",
+                    vec![id.to_string()],
+                    AccessOutcome::Denied,
+                    Some(reason.into()),
+                )
+                .await;
+            return Err(coded(reason, "FORBIDDEN"));
+        }
+        let Some(row) = ctx.data::<Patients>()?.get(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        request
+            .audit
+            .record(
+                id,
+                AccessAction::Read,
+                "Patient",
+                vec![id.to_string()],
+                AccessOutcome::Success,
+                None,
+            )
+            .await
+            .map_err(audit_failed)?;
+        Ok(Some(row.into()))
+    }
+
+    /// Patients matching `filter`, in registration order, `first` (default 20, at most 100) at a time.
+    async fn patients(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PatientFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PatientConnection> {
+        let request = ctx.data::<RequestData>()?;
+        let first = first.unwrap_or(20);
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(coded(
+                format!("`first` must be between 1 and {MAX_PAGE}"),
+                "BAD_USER_INPUT",
+            ));
+        }
+        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let birth_date = filter
+            .birth_date
+            .as_deref()
+            .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+            .transpose()
+            .map_err(|_| coded("`filter.birthDate` must be YYYY-MM-DD", "BAD_USER_INPUT"))?;
+        let caller = &request.caller;
+        let only = if caller.has(Role::Practitioner) || caller.has(Role::Admin) {
+            None
+        } else if let (true, Some(own)) = (caller.has(Role::Patient), caller.claims.patient_id) {
+            Some(own)
+        } else {
+            let reason = "this role may not search patient records";
+            // No patient was touched: the denial is recorded against the nil patient id.
+            let _ = request
+                .audit
+                .record(
+                    Uuid::nil(),
+                    AccessAction::Search,
+                    "Patient",
+                    vec![],
+                    AccessOutcome::Denied,
+                    Some(reason.into()),
+                )
+                .await;
+            return Err(coded(reason, "FORBIDDEN"));
+        };
+        let search = PatientSearch {
+            only,
+            family: filter.family,
+            given: filter.given,
+            birth_date,
+            gender: filter.gender,
+            identifier_system: filter.identifier.as_ref().and_then(|i| i.system.clone()),
+            identifier_value: filter.identifier.map(|i| i.value),
+        };
+        let mut rows = ctx
+            .data::<Patients>()?
+            .search(&search, after, i64::from(first) + 1)
+            .await
+            .map_err(unavailable)?;
+        let has_next_page = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        futures::future::try_join_all(rows.iter().map(|row| {
+            request.audit.record(
+                row.id,
+                AccessAction::Search,
+                "Patient",
+                vec![row.id.to_string()],
+                AccessOutcome::Success,
+                None,
+            )
+        }))
+        .await
+        .map_err(audit_failed)?;
+        let edges: Vec<PatientEdge> = rows
+            .into_iter()
+            .map(|row| PatientEdge {
+                cursor: cursor(row.id),
+                node: row.into(),
+            })
+            .collect();
+        Ok(PatientConnection {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: after.is_some(),
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! The read side for the portals: GraphQL over the read models.
+//!
+//! **Architecture Invariant:** resolvers read only read models, and every response that carries
+//! PHI first writes a `healthcare.audit.phi_access` event per patient, acknowledged by the
+//! broker; if that fails, no PHI is returned. This crate never imports `commands`.
+
+pub mod audit;
+pub mod graphql;
+pub mod http;
+pub mod read_model;

@@ -1,0 +1,144 @@
+//! Queries over the `patient_service` read model.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use events::patient::{Address, ContactPoint, Identifier};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// One patient as the read model holds it.
+#[derive(Debug, Clone)]
+pub struct PatientRow {
+    pub id: Uuid,
+    pub version: i64,
+    pub identifiers: Vec<Identifier>,
+    pub given_names: Vec<String>,
+    pub family_name: String,
+    pub gender: String,
+    pub birth_date: NaiveDate,
+    pub telecom: Vec<ContactPoint>,
+    pub address: Option<Address>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, version, identifiers, given_names, family_name, gender, birth_date, telecom, address, updated_at";
+
+fn patient(row: PgRow) -> Result<PatientRow, sqlx::Error> {
+    let json = |name: &str| -> Result<serde_json::Value, sqlx::Error> { row.try_get(name) };
+    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    Ok(PatientRow {
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        identifiers: serde_json::from_value(json("identifiers")?).map_err(decode)?,
+        given_names: row.try_get("given_names")?,
+        family_name: row.try_get("family_name")?,
+        gender: row.try_get("gender")?,
+        birth_date: row.try_get("birth_date")?,
+        telecom: serde_json::from_value(json("telecom")?).map_err(decode)?,
+        address: row
+            .try_get::<Option<serde_json::Value>, _>("address")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(decode)?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Search criteria; all given ones must match.
+#[derive(Debug, Clone, Default)]
+pub struct PatientSearch {
+    /// Only this patient (the `patient` role sees only themselves).
+    pub only: Option<Uuid>,
+    /// Case-insensitive prefix of the family name.
+    pub family: Option<String>,
+    /// Case-insensitive prefix of any given name.
+    pub given: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub gender: Option<String>,
+    pub identifier_system: Option<String>,
+    pub identifier_value: Option<String>,
+}
+
+/// The patient read model.
+#[derive(Debug, Clone)]
+pub struct Patients {
+    pool: PgPool,
+}
+
+impl Patients {
+    pub fn new(pool: PgPool) -> Self {
+        Patients { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<PatientRow>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM patients WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(patient)
+            .transpose()
+    }
+
+    /// The version the read model holds for `id` (0 if absent).
+    pub async fn version(&self, id: Uuid) -> Result<i64, sqlx::Error> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Up to `limit` patients matching `search` with ids after `after`, in id order
+    /// (ids are time-ordered UUIDv7, so this is registration order).
+    pub async fn search(
+        &self,
+        search: &PatientSearch,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<PatientRow>, sqlx::Error> {
+        let prefix = |s: &Option<String>| {
+            s.as_ref().map(|s| {
+                format!(
+                    "{}%",
+                    s.to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                )
+            })
+        };
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM patients p
+             WHERE ($1::UUID IS NULL OR p.id = $1)
+               AND ($2::TEXT IS NULL OR lower(p.family_name) LIKE $2)
+               AND ($3::TEXT IS NULL OR EXISTS (SELECT 1 FROM unnest(p.given_names) g WHERE lower(g) LIKE $3))
+               AND ($4::DATE IS NULL OR p.birth_date = $4)
+               AND ($5::TEXT IS NULL OR p.gender = $5)
+               AND ($7::TEXT IS NULL OR EXISTS (SELECT 1 FROM patient_identifiers i
+                     WHERE i.patient_id = p.id AND i.value = $7 AND ($6::TEXT IS NULL OR i.system = $6)))
+               AND ($8::UUID IS NULL OR p.id > $8)
+             ORDER BY p.id
+             LIMIT $9"
+        ))
+        .bind(search.only)
+        .bind(prefix(&search.family))
+        .bind(prefix(&search.given))
+        .bind(search.birth_date)
+        .bind(&search.gender)
+        .bind(&search.identifier_system)
+        .bind(&search.identifier_value)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(patient)
+        .collect()
+    }
+}

@@ -1,0 +1,214 @@
+//! `replay-tool audit`: replays `healthcare.audit.phi_access` for one patient.
+//!
+//! Records are keyed by patient id and partitioned like the Java client does (murmur2), so only
+//! the patient's partition is read, from its start to its current end.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use events::audit::PhiAccessed;
+use events::catalog::{AUDIT_PHI_ACCESS, topic};
+use platform::config::KafkaArgs;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::EventCodec;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The patient whose accesses to list.
+    #[arg(long)]
+    patient: Uuid,
+    /// Only accesses by this user id.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only accesses at or after this time (RFC 3339, or a date: YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<DateTime<Utc>>,
+    /// Only accesses before this time (RFC 3339, or a date: YYYY-MM-DD, exclusive).
+    #[arg(long, value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        })
+        .map_err(|_| format!("`{s}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
+pub async fn run(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
+    let partitions = topic(AUDIT_PHI_ACCESS)
+        .expect("audit topic is in the catalog")
+        .partitions;
+    let key = args.patient.to_string();
+    let partition = platform::kafka::partition_for_key(key.as_bytes(), partitions);
+    let consumer: BaseConsumer = platform::kafka::client_config(&kafka.kafka_brokers)
+        .set("group.id", "healthplane-replay-tool")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    let (low, high) = consumer
+        .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
+        .context("cannot reach the broker to read the audit log")?;
+    let codec = EventCodec::new(&kafka.schema_registry_url);
+    let mut accesses = Vec::new();
+    let mut undecodable = 0usize;
+    if high > low {
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let mut next = low;
+        while next < high {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "timed out reading the audit log at offset {next} of {high}"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                Err(e) => return Err(e).context("reading the audit log"),
+            };
+            next = message.offset() + 1;
+            if message.key() != Some(key.as_bytes()) {
+                continue;
+            }
+            match codec.decode::<PhiAccessed>(message.payload()).await {
+                Ok(access) => accesses.push(access),
+                Err(e) if e.is_transient() => {
+                    return Err(e).context("the schema registry is unavailable");
+                }
+                Err(e) => {
+                    undecodable += 1;
+                    eprintln!(
+                        "warning: skipping undecodable audit record at offset {}: {e}",
+                        message.offset()
+                    );
+                }
+            }
+        }
+    }
+    accesses.retain(|a| {
+        a.patient_id == args.patient
+            && args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
+            && args.from.is_none_or(|from| a.occurred_at >= from)
+            && args.to.is_none_or(|to| a.occurred_at < to)
+    });
+    accesses.sort_by_key(|a| a.occurred_at);
+    print(&accesses, args.format)?;
+    if undecodable > 0 {
+        eprintln!("warning: {undecodable} audit record(s) could not be decoded");
+    }
+    Ok(())
+}
+
+const COLUMNS: [&str; 11] = [
+    "occurred_at",
+    "actor_id",
+    "actor_role",
+    "action",
+    "resource_type",
+    "resource_ids",
+    "purpose_of_use",
+    "outcome",
+    "client_ip",
+    "request_id",
+    "detail",
+];
+
+fn row(a: &PhiAccessed) -> [String; 11] {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+    [
+        a.occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        a.actor.id.clone(),
+        a.actor.role.to_string(),
+        text(&serde_json::to_value(a.action).unwrap_or_default()),
+        a.resource_type.clone(),
+        a.resource_ids.join(" "),
+        a.purpose_of_use.clone(),
+        text(&serde_json::to_value(a.outcome).unwrap_or_default()),
+        a.client_ip.clone().unwrap_or_default(),
+        a.request_id.clone(),
+        a.detail.clone().unwrap_or_default(),
+    ]
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Jsonl => {
+            for a in accesses {
+                println!("{}", serde_json::to_string(a)?);
+            }
+        }
+        Format::Csv => {
+            println!("{}", COLUMNS.join(","));
+            for a in accesses {
+                println!(
+                    "{}",
+                    row(a)
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+        }
+        Format::Table => {
+            let rows: Vec<[String; 11]> = accesses.iter().map(row).collect();
+            let mut widths = COLUMNS.map(str::len);
+            for r in &rows {
+                for (w, f) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(f.len());
+                }
+            }
+            let line = |fields: &[String]| {
+                fields
+                    .iter()
+                    .zip(widths)
+                    .map(|(f, w)| format!("{f:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            println!("{}", line(&COLUMNS.map(str::to_string)));
+            for r in &rows {
+                println!("{}", line(r));
+            }
+            println!(
+                "({} access{})",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "es" }
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! `schema-registry`: the local Confluent-compatible schema registry (REST on :8081).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use platform::metrics::Metrics;
+use schemas::registry::{self, store::Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "schema-registry",
+    version,
+    about = "Confluent-compatible schema registry backed by PostgreSQL"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_SCHEMA_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    listen: SocketAddr,
+    /// The registry's own database.
+    #[arg(long, env = "HEALTHPLANE_SCHEMA_REGISTRY_DATABASE_URL", default_value_t = platform::config::default_database_url("schema_registry"))]
+    database_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("schema-registry");
+    let args = Args::parse();
+    let pool = platform::db::connect(&args.database_url, 8).await?;
+    platform::db::migrate(&pool, "schema-registry", registry::store::MIGRATIONS).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = platform::http::postgres_ready(pool.clone());
+    let app = registry::router(Store::new(pool), metrics, ready);
+    let listener = platform::http::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "schema registry listening");
+    platform::http::serve(listener, app, platform::http::shutdown_signal()).await
+}

@@ -1,0 +1,393 @@
+//! The registry's durable state in PostgreSQL: schemas with stable global ids, subject
+//! versions, and compatibility levels; and the compatibility rules, decided with Avro
+//! schema resolution (`apache_avro::schema_compatibility`).
+
+use std::collections::BTreeMap;
+
+use apache_avro::Schema;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
+use platform::db::Migration;
+use sqlx::PgPool;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "registry",
+    sql: "CREATE TABLE sr_schemas (
+            id INTEGER PRIMARY KEY,
+            schema_type TEXT NOT NULL,
+            schema TEXT NOT NULL,
+            canonical TEXT NOT NULL UNIQUE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+          CREATE TABLE sr_subject_versions (
+            subject TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            schema_id INTEGER NOT NULL REFERENCES sr_schemas (id),
+            deleted BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (subject, version));
+          CREATE TABLE sr_config (
+            subject TEXT PRIMARY KEY,
+            compatibility TEXT NOT NULL);",
+}];
+
+/// Subject name under which the global configuration is kept.
+const GLOBAL: &str = "";
+/// The level of a registry nobody configured, as in Confluent's.
+pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
+pub const LEVELS: [&str; 7] = [
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+];
+
+/// Registry failures, each with its Confluent `error_code`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// 404 / 40401
+    #[error("Subject '{0}' not found.")]
+    SubjectNotFound(String),
+    /// 404 / 40402
+    #[error("Version {1} not found.")]
+    VersionNotFound(String, String),
+    /// 404 / 40403
+    #[error("Schema {0} not found")]
+    SchemaNotFound(String),
+    /// 422 / 42201
+    #[error("Invalid schema: {0}")]
+    InvalidSchema(String),
+    /// 422 / 42202
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
+    InvalidVersion(String),
+    /// 409 / 409
+    #[error(
+        "Schema being registered is incompatible with an earlier schema for subject \"{0}\", details: [{1}]"
+    )]
+    Incompatible(String, String),
+    /// 500 / 50001
+    #[error("Error in the backend data store: {0}")]
+    Backend(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// `(HTTP status, Confluent error_code)`.
+    pub fn codes(&self) -> (u16, u32) {
+        match self {
+            StoreError::SubjectNotFound(_) => (404, 40401),
+            StoreError::VersionNotFound(..) => (404, 40402),
+            StoreError::SchemaNotFound(_) => (404, 40403),
+            StoreError::InvalidSchema(_) => (422, 42201),
+            StoreError::InvalidVersion(_) => (422, 42202),
+            StoreError::Incompatible(..) => (409, 409),
+            StoreError::Backend(_) => (500, 50001),
+        }
+    }
+}
+
+/// A version of a subject.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubjectVersion {
+    pub subject: String,
+    pub version: i32,
+    pub id: i32,
+    pub schema: String,
+}
+
+/// `latest`, or a version number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    Latest,
+    Number(i32),
+}
+
+impl std::str::FromStr for VersionSelector {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" | "-1" => Ok(VersionSelector::Latest),
+            _ => match s.parse::<i32>() {
+                Ok(n) if n >= 1 => Ok(VersionSelector::Number(n)),
+                _ => Err(StoreError::InvalidVersion(s.to_string())),
+            },
+        }
+    }
+}
+
+/// A parsed, valid Avro schema with its canonical text (object keys sorted, no whitespace),
+/// which identifies it: the same schema registered twice gets the same id.
+pub struct ValidSchema {
+    pub parsed: Schema,
+    pub canonical: String,
+}
+
+impl ValidSchema {
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        let json: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| StoreError::InvalidSchema(format!("not JSON: {e}")))?;
+        let parsed = Schema::parse(&json).map_err(|e| StoreError::InvalidSchema(e.to_string()))?;
+        Ok(ValidSchema {
+            parsed,
+            canonical: sorted(&json).to_string(),
+        })
+    }
+}
+
+fn sorted(json: &serde_json::Value) -> serde_json::Value {
+    match json {
+        serde_json::Value::Object(map) => {
+            let ordered: BTreeMap<&String, serde_json::Value> =
+                map.iter().map(|(k, v)| (k, sorted(v))).collect();
+            serde_json::Value::Object(ordered.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Checks `new` against the subject's earlier schemas (oldest first) under `level`.
+pub fn check_compatibility(level: &str, new: &Schema, earlier: &[Schema]) -> Result<(), String> {
+    let targets: &[Schema] = match (level, earlier.last()) {
+        ("NONE", _) | (_, None) => return Ok(()),
+        (l, Some(_)) if l.ends_with("_TRANSITIVE") => earlier,
+        (_, Some(_)) => &earlier[earlier.len() - 1..],
+    };
+    let backward = level.starts_with("BACKWARD") || level.starts_with("FULL");
+    let forward = level.starts_with("FORWARD") || level.starts_with("FULL");
+    let reads = |writer: &Schema, reader: &Schema, what: &str| match SchemaCompatibility::can_read(
+        writer, reader,
+    ) {
+        Ok(Compatibility::Full) => Ok(()),
+        Ok(other) => Err(format!("{what}: {other:?} compatibility only")),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    for old in targets {
+        if backward {
+            reads(
+                old,
+                new,
+                "the new schema cannot read data written with an earlier one",
+            )?;
+        }
+        if forward {
+            reads(
+                new,
+                old,
+                "an earlier schema cannot read data written with the new one",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The registry's PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    /// Registers `schema` under `subject` and returns its global id. Returns the existing id if
+    /// the subject already holds the schema; refuses a schema incompatible under the subject's level.
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema: &ValidSchema,
+        original: &str,
+    ) -> Result<i32, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Registrations are rare: serialize them, so ids and versions are allocated without gaps or races.
+        sqlx::query("SELECT pg_advisory_xact_lock(8081)")
+            .execute(&mut *tx)
+            .await?;
+        let existing: Option<i32> =
+            sqlx::query_scalar("SELECT id FROM sr_schemas WHERE canonical = $1")
+                .bind(&schema.canonical)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = existing {
+            let under_subject: Option<i32> = sqlx::query_scalar(
+                "SELECT version FROM sr_subject_versions WHERE subject = $1 AND schema_id = $2 AND NOT deleted",
+            )
+            .bind(subject)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if under_subject.is_some() {
+                return Ok(id);
+            }
+        }
+        let earlier: Vec<String> = sqlx::query_scalar(
+            "SELECT s.schema FROM sr_subject_versions v JOIN sr_schemas s ON s.id = v.schema_id
+             WHERE v.subject = $1 AND NOT v.deleted ORDER BY v.version",
+        )
+        .bind(subject)
+        .fetch_all(&mut *tx)
+        .await?;
+        let earlier: Vec<Schema> = earlier
+            .iter()
+            .filter_map(|s| Schema::parse_str(s).ok())
+            .collect();
+        let level = self.effective_config(subject).await?;
+        check_compatibility(&level, &schema.parsed, &earlier)
+            .map_err(|details| StoreError::Incompatible(subject.to_string(), details))?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id: i32 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM sr_schemas")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO sr_schemas (id, schema_type, schema, canonical) VALUES ($1, 'AVRO', $2, $3)")
+                    .bind(id)
+                    .bind(original)
+                    .bind(&schema.canonical)
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+        };
+        sqlx::query(
+            "INSERT INTO sr_subject_versions (subject, version, schema_id)
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2 FROM sr_subject_versions WHERE subject = $1",
+        )
+        .bind(subject)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(subject, schema_id = id, "registered schema");
+        Ok(id)
+    }
+
+    /// The version of `subject` that holds `schema`.
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        schema: &ValidSchema,
+    ) -> Result<SubjectVersion, StoreError> {
+        self.require_subject(subject).await?;
+        sqlx::query_as::<_, (String, i32, i32, String)>(
+            "SELECT v.subject, v.version, s.id, s.schema FROM sr_subject_versions v
+             JOIN sr_schemas s ON s.id = v.schema_id
+             WHERE v.subject = $1 AND s.canonical = $2 AND NOT v.deleted",
+        )
+        .bind(subject)
+        .bind(&schema.canonical)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(subject_version)
+        .ok_or_else(|| StoreError::SchemaNotFound(String::new()))
+    }
+
+    pub async fn schema_by_id(&self, id: i32) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT schema FROM sr_schemas WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::SchemaNotFound(id.to_string()))
+    }
+
+    pub async fn subjects(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT subject FROM sr_subject_versions WHERE NOT deleted ORDER BY subject",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn versions(&self, subject: &str) -> Result<Vec<i32>, StoreError> {
+        let versions: Vec<i32> = sqlx::query_scalar(
+            "SELECT version FROM sr_subject_versions WHERE subject = $1 AND NOT deleted ORDER BY version",
+        )
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        if versions.is_empty() {
+            return Err(StoreError::SubjectNotFound(subject.to_string()));
+        }
+        Ok(versions)
+    }
+
+    pub async fn version(
+        &self,
+        subject: &str,
+        selector: VersionSelector,
+    ) -> Result<SubjectVersion, StoreError> {
+        self.require_subject(subject).await?;
+        let number = match selector {
+            VersionSelector::Latest => None,
+            VersionSelector::Number(n) => Some(n),
+        };
+        sqlx::query_as::<_, (String, i32, i32, String)>(
+            "SELECT v.subject, v.version, s.id, s.schema FROM sr_subject_versions v
+             JOIN sr_schemas s ON s.id = v.schema_id
+             WHERE v.subject = $1 AND NOT v.deleted AND ($2::INT IS NULL OR v.version = $2)
+             ORDER BY v.version DESC LIMIT 1",
+        )
+        .bind(subject)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(subject_version)
+        .ok_or_else(|| {
+            let shown = number.map_or("latest".to_string(), |n| n.to_string());
+            StoreError::VersionNotFound(subject.to_string(), shown)
+        })
+    }
+
+    async fn require_subject(&self, subject: &str) -> Result<(), StoreError> {
+        self.versions(subject).await.map(|_| ())
+    }
+
+    /// The level set on `subject` (or globally with `None`), if any.
+    pub async fn config(&self, subject: Option<&str>) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT compatibility FROM sr_config WHERE subject = $1")
+                .bind(subject.unwrap_or(GLOBAL))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The subject's level, falling back to the global one, then to BACKWARD.
+    pub async fn effective_config(&self, subject: &str) -> Result<String, StoreError> {
+        if let Some(level) = self.config(Some(subject)).await? {
+            return Ok(level);
+        }
+        Ok(self
+            .config(None)
+            .await?
+            .unwrap_or_else(|| DEFAULT_COMPATIBILITY.to_string()))
+    }
+
+    pub async fn set_config(&self, subject: Option<&str>, level: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sr_config (subject, compatibility) VALUES ($1, $2)
+             ON CONFLICT (subject) DO UPDATE SET compatibility = EXCLUDED.compatibility",
+        )
+        .bind(subject.unwrap_or(GLOBAL))
+        .bind(level)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn subject_version((subject, version, id, schema): (String, i32, i32, String)) -> SubjectVersion {
+    SubjectVersion {
+        subject,
+        version,
+        id,
+        schema,
+    }
+}

@@ -1,0 +1,430 @@
+//! The end-to-end harness: starts the real Healthplane binaries (command API, projector,
+//! query API, and when asked a broker and registry of their own) as child processes on free
+//! ports, each stack with fresh databases, and offers typed helpers to drive them.
+//!
+//! The shared broker and registry come from `deploy/test.sh` through
+//! `HEALTHPLANE_TEST_KAFKA_BROKERS` and `HEALTHPLANE_TEST_SCHEMA_REGISTRY_URL`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use events::Role;
+use uuid::Uuid;
+
+/// The JWT secret the test stacks are started with.
+pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret";
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is unset: run the suite with ./deploy/test.sh"))
+}
+
+/// The PostgreSQL server the tests use (no database name).
+pub fn postgres_server() -> String {
+    std::env::var("HEALTHPLANE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| platform::config::DEFAULT_POSTGRES_URL.into())
+}
+
+/// The directory holding the workspace's binaries (next to the test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A token for `role`, signed with the test secret.
+pub fn token(role: Role, sub: &str, patient_id: Option<Uuid>) -> String {
+    platform::auth::mint_hs256(
+        TEST_JWT_SECRET,
+        sub,
+        &[role],
+        patient_id,
+        chrono::Duration::minutes(10),
+    )
+}
+
+/// A child process killed (SIGKILL) when dropped; its output goes to a log file.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, String)],
+        log_dir: &Path,
+    ) -> Process {
+        Process::spawn_in(log_dir, name, program, args, envs, log_dir)
+    }
+
+    /// Like `spawn`, with `cwd` as the working directory.
+    pub fn spawn_in(
+        cwd: &Path,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, String)],
+        log_dir: &Path,
+    ) -> Process {
+        std::fs::create_dir_all(log_dir).expect("log dir");
+        let log = log_dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(program)
+            .current_dir(cwd)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HEALTHPLANE_JWT_SECRET", TEST_JWT_SECRET)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Fails loudly if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("{} exited with {status}; its log:\n{log}", self.name);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `url` answers 200, or panics after `timeout` with the process's log.
+pub async fn wait_ready(process: &mut Process, url: &str, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        process.assert_running();
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+    panic!(
+        "{} not ready at {url} after {timeout:?}; its log:\n{log}",
+        process.name
+    );
+}
+
+/// Where a stack's broker and registry are.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub brokers: String,
+    pub registry_url: String,
+}
+
+impl Cluster {
+    /// The shared broker and registry started by `deploy/test.sh`.
+    pub fn shared() -> Cluster {
+        Cluster {
+            brokers: env("HEALTHPLANE_TEST_KAFKA_BROKERS"),
+            registry_url: env("HEALTHPLANE_TEST_SCHEMA_REGISTRY_URL"),
+        }
+    }
+}
+
+/// The databases of one stack.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    pub event_store: String,
+    pub patient: String,
+}
+
+impl Databases {
+    /// Fresh, uniquely named databases (created by the services on start).
+    pub fn fresh() -> Databases {
+        let id = Uuid::new_v4().simple().to_string();
+        let server = postgres_server();
+        Databases {
+            event_store: format!("{server}/hp_test_{}_events", &id[..12]),
+            patient: format!("{server}/hp_test_{}_patient", &id[..12]),
+        }
+    }
+}
+
+/// The command API, the patient projector and the query API, running.
+pub struct Stack {
+    pub cluster: Cluster,
+    pub databases: Databases,
+    pub command_url: String,
+    pub graphql_url: String,
+    pub log_dir: PathBuf,
+    pub processes: Vec<Process>,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts a stack with fresh databases on the shared cluster.
+    pub async fn start() -> Stack {
+        Stack::start_with(Cluster::shared(), Databases::fresh()).await
+    }
+
+    pub async fn start_with(cluster: Cluster, databases: Databases) -> Stack {
+        let log_dir = std::env::temp_dir()
+            .join("healthplane-tests")
+            .join(Uuid::new_v4().simple().to_string());
+        let bins = bin_dir();
+        let kafka = [
+            ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
+            (
+                "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+                cluster.registry_url.clone(),
+            ),
+        ];
+        let (command_port, projector_port, query_port) = (free_port(), free_port(), free_port());
+        let mut command = Process::spawn(
+            "command-api",
+            &bins.join("command-api"),
+            &[
+                "--listen",
+                &format!("127.0.0.1:{command_port}"),
+                "--database-url",
+                &databases.event_store,
+            ],
+            &kafka,
+            &log_dir,
+        );
+        let mut projector = Process::spawn(
+            "projector",
+            &bins.join("projector"),
+            &[
+                "--projection",
+                "patient",
+                "--listen",
+                &format!("127.0.0.1:{projector_port}"),
+                "--database-url",
+                &databases.patient,
+            ],
+            &kafka,
+            &log_dir,
+        );
+        let command_url = format!("http://127.0.0.1:{command_port}");
+        wait_ready(
+            &mut command,
+            &format!("{command_url}/health/ready"),
+            Duration::from_secs(60),
+        )
+        .await;
+        wait_ready(
+            &mut projector,
+            &format!("http://127.0.0.1:{projector_port}/health/ready"),
+            Duration::from_secs(60),
+        )
+        .await;
+        let mut query = Process::spawn(
+            "query-api",
+            &bins.join("query-api"),
+            &[
+                "--listen",
+                &format!("127.0.0.1:{query_port}"),
+                "--patient-database-url",
+                &databases.patient,
+            ],
+            &kafka,
+            &log_dir,
+        );
+        let query_url = format!("http://127.0.0.1:{query_port}");
+        wait_ready(
+            &mut query,
+            &format!("{query_url}/health/ready"),
+            Duration::from_secs(60),
+        )
+        .await;
+        Stack {
+            cluster,
+            databases,
+            command_url,
+            graphql_url: format!("{query_url}/graphql"),
+            log_dir,
+            processes: vec![command, projector, query],
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// SIGKILLs every process of the stack.
+    pub fn kill(&mut self) {
+        self.processes.iter_mut().for_each(Process::kill);
+    }
+
+    /// POST/PATCH a command with a token; returns status, headers and JSON body.
+    pub async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.command_url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("command API answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, headers, json)
+    }
+
+    /// Registers a patient as an admin; returns the command response body.
+    pub async fn register(&self, body: &serde_json::Value) -> serde_json::Value {
+        let admin = token(Role::Admin, "admin-e2e", None);
+        let (status, _, json) = self
+            .command(
+                reqwest::Method::POST,
+                "/v1/patients",
+                Some(&admin),
+                &[],
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 201, "registration failed: {json}");
+        json
+    }
+
+    /// Runs a GraphQL query; returns status, headers and the JSON body.
+    pub async fn graphql(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: serde_json::Value,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut request = self
+            .http
+            .post(&self.graphql_url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({"query": query, "variables": variables}));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("query API answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap_or_default())
+    }
+
+    /// Runs the `replay-tool` binary against this stack's cluster; returns its stdout.
+    pub fn replay_tool(&self, args: &[&str]) -> String {
+        replay_tool(&self.cluster, args)
+    }
+}
+
+/// Runs the `replay-tool` binary against `cluster`; returns its stdout.
+pub fn replay_tool(cluster: &Cluster, args: &[&str]) -> String {
+    let output = Command::new(bin_dir().join("replay-tool"))
+        .args(args)
+        .env("HEALTHPLANE_KAFKA_BROKERS", &cluster.brokers)
+        .env("HEALTHPLANE_SCHEMA_REGISTRY_URL", &cluster.registry_url)
+        .output()
+        .expect("replay-tool runs");
+    assert!(
+        output.status.success(),
+        "replay-tool {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// The api.md example patient, with a unique identifier value.
+pub fn ada() -> serde_json::Value {
+    serde_json::json!({
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.1", "value": Uuid::new_v4().to_string()}],
+        "name": {"given": ["Ada"], "family": "Lovelace"},
+        "gender": "female", "birthDate": "1815-12-10",
+        "telecom": [{"system": "phone", "value": "+44 20 7946 0000"}],
+        "address": {"line": ["12 St James's Square"], "city": "London", "postalCode": "SW1Y 4JH", "country": "GB"}
+    })
+}
+
+/// Reads every record of `topic` (all partitions, up to their current ends).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
+        .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
+            .expect("offset");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut next = low;
+        while next < high && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                next = message.offset() + 1;
+                out.push(message.detach());
+            }
+        }
+        assert!(
+            next >= high,
+            "could not read {topic}/{partition} to its end"
+        );
+    }
+    out
+}
