@@ -51,4 +51,10 @@ HEALTHPLANE_KAFKA_BROKERS=$HEALTHPLANE_TEST_KAFKA_BROKERS HEALTHPLANE_SCHEMA_REG
 
 log "running the tests"
 cd "$HP_ROOT"
-cargo test --workspace "$@"
+set +e
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$RUN/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary: "tests: N passed, N failed, N skipped".
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$RUN/cargo-test.log"
+exit "$status"

@@ -13,8 +13,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use events::{Actor, Envelope};
 use platform::metrics::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::EventCodec;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::store::{self, OutboxEntry};
 
 /// Relay tuning.
 #[derive(Debug, Clone)]
@@ -60,22 +60,6 @@ pub struct Relay {
     config: RelayConfig,
     metrics: RelayMetrics,
 }
-
-type OutboxRow = (
-    i64,
-    String,
-    Uuid,
-    String,
-    Uuid,
-    i64,
-    DateTime<Utc>,
-    String,
-    Option<String>,
-    String,
-    String,
-    serde_json::Value,
-    Option<String>,
-);
 
 impl Relay {
     pub fn new(
@@ -145,69 +129,25 @@ impl Relay {
     }
 
     async fn update_gauges(&self) {
-        let row: Result<(i64, Option<f64>), _> = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
-             FROM outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await;
-        if let Ok((depth, age)) = row {
+        if let Ok((depth, age)) = store::outbox_backlog(&self.pool).await {
             self.metrics.depth.set(depth);
-            self.metrics.oldest_age.set(age.unwrap_or(0.0) as i64);
+            self.metrics.oldest_age.set(age as i64);
         }
     }
 
     /// Publishes one batch; returns how many rows it published.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT o.id, o.topic, e.event_id, e.event_type, e.aggregate_id, e.aggregate_version, e.occurred_at,
-                    e.correlation_id, e.causation_id, e.actor_id, e.actor_role, e.payload, e.traceparent
-             FROM outbox o JOIN events e ON e.event_id = o.event_id
-             WHERE o.published_at IS NULL
-             ORDER BY o.id
-             LIMIT $1
-             FOR UPDATE OF o SKIP LOCKED",
-        )
-        .bind(self.config.batch_size)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+        let entries = store::lease_unpublished(&mut tx, self.config.batch_size).await?;
+        if entries.is_empty() {
             return Ok(0);
         }
         // Send the whole batch, then wait for the acks: librdkafka pipelines them in order.
-        let mut in_flight = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (
-                id,
-                topic,
-                event_id,
-                event_type,
-                aggregate_id,
-                aggregate_version,
-                occurred_at,
-                correlation_id,
-                causation_id,
-                actor_id,
-                actor_role,
-                payload,
-                traceparent,
-            ) = row;
-            let envelope = Envelope {
-                event_id,
-                event_type,
-                aggregate_id,
-                aggregate_version,
-                occurred_at,
-                correlation_id,
-                causation_id,
-                actor: Actor {
-                    id: actor_id,
-                    role: actor_role.parse().map_err(anyhow::Error::msg)?,
-                },
-            };
-            let delivery = self.send(&topic, &envelope, payload, traceparent).await;
-            in_flight.push((id, aggregate_id, delivery));
+        let mut in_flight = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let aggregate_id = entry.event.envelope.aggregate_id;
+            let delivery = self.send(&entry).await;
+            in_flight.push((entry.outbox_id, aggregate_id, delivery));
         }
         let mut published = Vec::new();
         let mut failed_aggregates = HashSet::new();
@@ -254,26 +194,25 @@ impl Relay {
     }
 
     /// Encodes and enqueues one event; the returned future resolves on the broker's ack.
-    async fn send(
-        &self,
-        topic: &str,
-        envelope: &Envelope,
-        payload: serde_json::Value,
-        traceparent: Option<String>,
-    ) -> Result<rdkafka::producer::DeliveryFuture, String> {
+    async fn send(&self, entry: &OutboxEntry) -> Result<rdkafka::producer::DeliveryFuture, String> {
+        let envelope = &entry.event.envelope;
         let mut record = serde_json::to_value(envelope).map_err(|e| e.to_string())?;
-        if let (Some(record), serde_json::Value::Object(fields)) = (record.as_object_mut(), payload)
+        if let (Some(record), Some(fields)) =
+            (record.as_object_mut(), entry.event.payload.as_object())
         {
-            record.extend(fields);
+            record.extend(fields.clone());
         }
         let bytes = self
             .codec
-            .encode_json(topic, &record)
+            .encode_json(&entry.topic, &record)
             .await
             .map_err(|e| e.to_string())?;
         let key = envelope.aggregate_id.to_string();
         let event_id = envelope.event_id.to_string();
-        let traceparent = traceparent.unwrap_or_else(|| new_traceparent(envelope.event_id));
+        let traceparent = entry
+            .traceparent
+            .clone()
+            .unwrap_or_else(|| new_traceparent(envelope.event_id));
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "event_type",
@@ -291,7 +230,7 @@ impl Relay {
                 key: "traceparent",
                 value: Some(traceparent.as_str()),
             });
-        let record = FutureRecord::to(topic)
+        let record = FutureRecord::to(&entry.topic)
             .key(&key)
             .payload(&bytes)
             .headers(headers);

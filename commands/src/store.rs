@@ -2,10 +2,10 @@
 //! concurrency on `(aggregate_id, aggregate_version)`, and the transactional outbox that the
 //! relay publishes from.
 
-use chrono::{DateTime, Utc};
 use events::{Actor, Envelope};
 use platform::db::Migration;
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -70,18 +70,106 @@ pub struct EventStore {
     pool: PgPool,
 }
 
-type EventRow = (
-    Uuid,
-    String,
-    Uuid,
-    i64,
-    DateTime<Utc>,
-    String,
-    Option<String>,
-    String,
-    String,
-    serde_json::Value,
-);
+/// An outbox row leased for publication, with its event.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub outbox_id: i64,
+    pub topic: String,
+    pub traceparent: Option<String>,
+    pub event: StoredEvent,
+}
+
+/// The event columns every read of the store selects (table alias `e`).
+const EVENT_COLUMNS: &str =
+    "e.event_id, e.event_type, e.aggregate_id, e.aggregate_version, e.occurred_at,
+    e.correlation_id, e.causation_id, e.actor_id, e.actor_role, e.payload";
+
+fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
+    let role: String = row.try_get("actor_role")?;
+    Ok(StoredEvent {
+        envelope: Envelope {
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            aggregate_version: row.try_get("aggregate_version")?,
+            occurred_at: row.try_get("occurred_at")?,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            actor: Actor {
+                id: row.try_get("actor_id")?,
+                role: role
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            },
+        },
+        payload: row.try_get("payload")?,
+    })
+}
+
+/// Leases up to `limit` unpublished outbox rows, oldest first, skipping rows another relay
+/// holds; the lease lasts as long as `tx`.
+pub async fn lease_unpublished(
+    tx: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<OutboxEntry>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT o.id, o.topic, e.traceparent, {EVENT_COLUMNS}
+         FROM outbox o JOIN events e ON e.event_id = o.event_id
+         WHERE o.published_at IS NULL
+         ORDER BY o.id
+         LIMIT $1
+         FOR UPDATE OF o SKIP LOCKED"
+    ))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(OutboxEntry {
+            outbox_id: row.try_get("id")?,
+            topic: row.try_get("topic")?,
+            traceparent: row.try_get("traceparent")?,
+            event: stored_event(row)?,
+        })
+    })
+    .collect()
+}
+
+/// Marks outbox rows as published (after the broker acknowledged them).
+pub async fn mark_published(tx: &mut PgConnection, outbox_ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+    )
+    .bind(outbox_ids)
+    .execute(tx)
+    .await
+    .map(|_| ())
+}
+
+/// Records a failed publication attempt; the row stays unpublished.
+pub async fn mark_failed(
+    tx: &mut PgConnection,
+    outbox_id: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+        .bind(outbox_id)
+        .bind(error)
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
+/// Unpublished outbox rows and the age in seconds of the oldest (for the relay's gauges).
+pub async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    let (depth, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((depth, age.unwrap_or(0.0)))
+}
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
@@ -94,15 +182,15 @@ impl EventStore {
 
     /// The stream of one aggregate, oldest first (empty if it does not exist).
     pub async fn load(&self, aggregate_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT event_id, event_type, aggregate_id, aggregate_version, occurred_at,
-                    correlation_id, causation_id, actor_id, actor_role, payload
-             FROM events WHERE aggregate_id = $1 ORDER BY aggregate_version",
-        )
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.aggregate_id = $1 ORDER BY e.aggregate_version"
+        ))
         .bind(aggregate_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(stored_event).collect()
+        .await?
+        .iter()
+        .map(stored_event)
+        .collect()
     }
 
     /// The number of events in the store (for tests and operators).
@@ -171,35 +259,4 @@ impl EventStore {
         .fetch_one(&self.pool)
         .await
     }
-}
-
-fn stored_event(row: EventRow) -> Result<StoredEvent, sqlx::Error> {
-    let (
-        event_id,
-        event_type,
-        aggregate_id,
-        aggregate_version,
-        occurred_at,
-        correlation_id,
-        causation_id,
-        actor_id,
-        role,
-        payload,
-    ) = row;
-    let role = role
-        .parse()
-        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
-    Ok(StoredEvent {
-        envelope: Envelope {
-            event_id,
-            event_type,
-            aggregate_id,
-            aggregate_version,
-            occurred_at,
-            correlation_id,
-            causation_id,
-            actor: Actor { id: actor_id, role },
-        },
-        payload,
-    })
 }

@@ -18,10 +18,12 @@ struct Infra {
     registry: Process,
 }
 
-fn start_infra(dir: &Path, kafka_port: u16, registry_port: u16, registry_db: &str) -> Infra {
+/// Starts the broker (SQLite storage in `dir`) and the registry, waits for both, and runs
+/// `replay-tool bootstrap`; returns them with the lines bootstrap printed.
+async fn start_infra(dir: &Path, cluster: &Cluster, registry_db: &str) -> (Infra, Vec<String>) {
     let tansu = std::env::var("HEALTHPLANE_TANSU_BIN")
         .expect("HEALTHPLANE_TANSU_BIN: run ./deploy/test.sh");
-    let listener = format!("tcp://127.0.0.1:{kafka_port}");
+    let listener = format!("tcp://{}", cluster.brokers);
     let broker = Process::spawn_in(
         dir,
         "tansu",
@@ -38,32 +40,40 @@ fn start_infra(dir: &Path, kafka_port: u16, registry_port: u16, registry_db: &st
         &[],
         dir,
     );
-    let registry = Process::spawn(
+    let registry_listen = cluster.registry_url.trim_start_matches("http://");
+    let mut registry = Process::spawn(
         "schema-registry",
         &bin_dir().join("schema-registry"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{registry_port}"),
-            "--database-url",
-            registry_db,
-        ],
+        &["--listen", registry_listen, "--database-url", registry_db],
         &[],
         dir,
     );
-    Infra { broker, registry }
+    wait_broker(&cluster.brokers).await;
+    wait_ready(
+        &mut registry,
+        &format!("{}/health/ready", cluster.registry_url),
+        Duration::from_secs(60),
+    )
+    .await;
+    let bootstrap = replay_tool(cluster, &["bootstrap"]);
+    assert!(
+        bootstrap.lines().filter(|l| l.starts_with("topic")).count() >= 9,
+        "{bootstrap}"
+    );
+    (
+        Infra { broker, registry },
+        bootstrap.lines().map(str::to_string).collect(),
+    )
 }
 
-async fn wait_broker(port: u16) {
+async fn wait_broker(address: &str) {
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("broker on :{port} did not start");
+    panic!("broker on {address} did not start");
 }
 
 #[tokio::test]
@@ -73,32 +83,27 @@ async fn killing_and_restarting_the_stack_keeps_patients_schemas_ids_and_the_aud
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let (kafka_port, registry_port) = (free_port(), free_port());
     let registry_db = format!(
         "{}/hp_test_{}_registry",
         postgres_server(),
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let cluster = Cluster {
-        brokers: format!("127.0.0.1:{kafka_port}"),
-        registry_url: format!("http://127.0.0.1:{registry_port}"),
+        brokers: format!("127.0.0.1:{}", free_port()),
+        registry_url: format!("http://127.0.0.1:{}", free_port()),
     };
     let databases = Databases::fresh();
 
-    let mut infra = start_infra(&dir, kafka_port, registry_port, &registry_db);
-    wait_broker(kafka_port).await;
-    wait_ready(
-        &mut infra.registry,
-        &format!("{}/health/ready", cluster.registry_url),
-        Duration::from_secs(60),
-    )
-    .await;
-    let bootstrap = replay_tool(&cluster, &["bootstrap"]);
-    let ids_before: Vec<&str> = bootstrap
-        .lines()
-        .filter(|l| l.starts_with("schema"))
-        .collect();
-    assert_eq!(ids_before.len(), 3, "{bootstrap}");
+    let schema_lines = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("schema"))
+            .cloned()
+            .collect()
+    };
+    let (mut infra, first_bootstrap) = start_infra(&dir, &cluster, &registry_db).await;
+    let ids_before = schema_lines(&first_bootstrap);
+    assert_eq!(ids_before.len(), 3, "{first_bootstrap:?}");
 
     let mut stack = Stack::start_with(cluster.clone(), databases.clone()).await;
     let first = stack.register(&ada()).await["id"]
@@ -112,23 +117,18 @@ async fn killing_and_restarting_the_stack_keeps_patients_schemas_ids_and_the_aud
     infra.registry.kill();
     infra.broker.kill();
 
-    let mut infra = start_infra(&dir, kafka_port, registry_port, &registry_db);
-    wait_broker(kafka_port).await;
-    wait_ready(
-        &mut infra.registry,
-        &format!("{}/health/ready", cluster.registry_url),
-        Duration::from_secs(60),
-    )
-    .await;
-    let again = replay_tool(&cluster, &["bootstrap"]);
-    let ids_after: Vec<&str> = again.lines().filter(|l| l.starts_with("schema")).collect();
-    assert_eq!(ids_before, ids_after, "schema ids changed across a restart");
+    let (infra, second_bootstrap) = start_infra(&dir, &cluster, &registry_db).await;
+    assert_eq!(
+        ids_before,
+        schema_lines(&second_bootstrap),
+        "schema ids changed across a restart"
+    );
     assert!(
-        again
-            .lines()
+        second_bootstrap
+            .iter()
             .filter(|l| l.starts_with("topic"))
             .all(|l| l.contains("exists")),
-        "{again}"
+        "topics were not kept: {second_bootstrap:?}"
     );
 
     let stack = Stack::start_with(cluster.clone(), databases).await;

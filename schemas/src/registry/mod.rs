@@ -305,9 +305,7 @@ fn parse_level(body: &[u8]) -> Result<String, RegistryError> {
 }
 
 async fn set_global_config(State(state): State<AppState>, body: Bytes) -> Answer {
-    let level = parse_level(&body)?;
-    state.store.set_config(None, &level).await?;
-    Ok(reply(StatusCode::OK, json!({ "compatibility": level })))
+    set_config(&state, None, &body).await
 }
 
 async fn set_subject_config(
@@ -315,7 +313,11 @@ async fn set_subject_config(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let level = parse_level(&body)?;
-    state.store.set_config(Some(&subject), &level).await?;
+    set_config(&state, Some(&subject), &body).await
+}
+
+async fn set_config(state: &AppState, subject: Option<&str>, body: &[u8]) -> Answer {
+    let level = parse_level(body)?;
+    state.store.set_config(subject, &level).await?;
     Ok(reply(StatusCode::OK, json!({ "compatibility": level })))
 }
