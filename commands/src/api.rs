@@ -362,8 +362,8 @@ async fn update_patient(
         }
         let expected = if_match(&headers)?;
         let (body, json) = parse_body::<PatientBody>(body)?;
-        let address_removed = json.get("address").is_some_and(serde_json::Value::is_null);
-        let patch = patient::parse_patch(&body, address_removed).map_err(Problem::validation)?;
+        let patch = patient::parse_patch(&body, &patient::Removed::from_patch(&json))
+            .map_err(Problem::validation)?;
         let (current, version) = load_patient(&state.store, id).await?;
         if current.is_none() {
             return Err(Problem::not_found(format!("no patient {id}")));

@@ -18,6 +18,9 @@ pub struct PatientBody {
     pub birth_date: Option<String>,
     pub telecom: Option<Vec<ContactPointBody>>,
     pub address: Option<AddressBody>,
+    /// BCP 47 language tag, e.g. `en-GB`.
+    #[serde(rename = "preferredLanguage")]
+    pub preferred_language: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +201,28 @@ fn telecom(c: &mut Checker, body: &[ContactPointBody]) -> Vec<ContactPoint> {
         .collect()
 }
 
+/// True for a well-formed BCP 47 tag: a 2–3 letter language, then subtags of 1–8 letters/digits.
+pub fn is_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let language_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    language_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn language(c: &mut Checker, value: &str) -> Option<String> {
+    if is_language_tag(value) {
+        Some(value.to_string())
+    } else {
+        c.fail(
+            "$.preferredLanguage",
+            format!("`{value}` is not a BCP 47 language tag such as en-GB"),
+        );
+        None
+    }
+}
+
 fn address(c: &mut Checker, body: &AddressBody) -> Address {
     Address {
         line: body
@@ -230,6 +255,10 @@ pub fn parse_registration(body: &PatientBody) -> Result<Demographics, Vec<FieldE
         .and_then(|d| birth_date(&mut c, d, today));
     let telecom = telecom(&mut c, body.telecom.as_deref().unwrap_or_default());
     let address = body.address.as_ref().map(|a| address(&mut c, a));
+    let preferred_language = body
+        .preferred_language
+        .as_ref()
+        .and_then(|l| language(&mut c, l));
     match (ids, name, gender, birth) {
         (Some(identifiers), Some(name), Some(gender), Some(birth_date)) if c.errors.is_empty() => {
             Ok(Demographics {
@@ -239,6 +268,7 @@ pub fn parse_registration(body: &PatientBody) -> Result<Demographics, Vec<FieldE
                 birth_date,
                 telecom,
                 address,
+                preferred_language,
             })
         }
         _ => Err(c.errors),
@@ -255,12 +285,31 @@ pub struct DemographicsPatch {
     pub telecom: Option<Vec<ContactPoint>>,
     /// `Some(None)` removes the address (JSON merge patch `"address": null`).
     pub address: Option<Option<Address>>,
+    pub preferred_language: Option<Option<String>>,
+}
+
+/// The optional members a merge patch removes with `null`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Removed {
+    pub address: bool,
+    pub preferred_language: bool,
+}
+
+impl Removed {
+    /// Reads the `null` members of a JSON merge patch.
+    pub fn from_patch(json: &serde_json::Value) -> Self {
+        let null = |key: &str| json.get(key).is_some_and(serde_json::Value::is_null);
+        Removed {
+            address: null("address"),
+            preferred_language: null("preferredLanguage"),
+        }
+    }
 }
 
 /// Parses an UpdatePatientDemographics body (JSON merge patch of the registration body).
 pub fn parse_patch(
     body: &PatientBody,
-    address_removed: bool,
+    removed: &Removed,
 ) -> Result<DemographicsPatch, Vec<FieldError>> {
     let today = Utc::now().date_naive();
     let mut c = Checker::default();
@@ -273,8 +322,13 @@ pub fn parse_patch(
             .as_ref()
             .and_then(|d| birth_date(&mut c, d, today)),
         telecom: body.telecom.as_ref().map(|t| telecom(&mut c, t)),
-        address: match (&body.address, address_removed) {
+        address: match (&body.address, removed.address) {
             (Some(a), _) => Some(Some(address(&mut c, a))),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+        preferred_language: match (&body.preferred_language, removed.preferred_language) {
+            (Some(l), _) => language(&mut c, l).map(Some),
             (None, true) => Some(None),
             (None, false) => None,
         },
@@ -349,6 +403,7 @@ pub fn decide(
             merge!(birth_date, "birth_date");
             merge!(telecom, "telecom");
             merge!(address, "address");
+            merge!(preferred_language, "preferred_language");
             if changed.is_empty() {
                 // Nothing changed: accepted, and no event (idempotent by content).
                 return Ok(vec![]);
@@ -525,10 +580,24 @@ mod tests {
     #[test]
     fn an_empty_patch_is_refused() {
         assert_eq!(
-            fields(parse_patch(&PatientBody::default(), false).unwrap_err()),
+            fields(parse_patch(&PatientBody::default(), &Removed::default()).unwrap_err()),
             vec!["$"]
         );
-        let patch = parse_patch(&PatientBody::default(), true).unwrap();
+        let removed = Removed::from_patch(&serde_json::json!({"address": null}));
+        let patch = parse_patch(&PatientBody::default(), &removed).unwrap();
         assert_eq!(patch.address, Some(None));
+    }
+
+    #[test]
+    fn preferred_language_is_a_bcp47_tag() {
+        let mut json = ada();
+        json["preferredLanguage"] = "en-GB".into();
+        let parsed = parse_registration(&body(json.clone())).unwrap();
+        assert_eq!(parsed.preferred_language.as_deref(), Some("en-GB"));
+        for bad in ["english", "e", "en_GB", "en-", "en-toolongsubtag"] {
+            json["preferredLanguage"] = bad.into();
+            let errors = parse_registration(&body(json.clone())).unwrap_err();
+            assert_eq!(fields(errors), vec!["$.preferredLanguage"], "{bad}");
+        }
     }
 }

@@ -3,10 +3,16 @@
 //! **Architecture Invariant:** this crate does no I/O. It only describes what is written to
 //! the topics; how it is encoded (Avro, Confluent wire format) is the `schemas` crate's business.
 
+pub mod appointment;
 pub mod audit;
 pub mod catalog;
+pub mod clinical;
 pub mod consistency;
+pub mod encounter;
 pub mod envelope;
+pub mod examples;
+pub mod medication;
+pub mod observation;
 pub mod patient;
 
 pub use consistency::ConsistencyToken;

@@ -76,6 +76,9 @@ pub struct Demographics {
     pub birth_date: NaiveDate,
     pub telecom: Vec<ContactPoint>,
     pub address: Option<Address>,
+    /// BCP 47 language tag the patient prefers, e.g. `en-GB` (schema v2).
+    #[serde(default)]
+    pub preferred_language: Option<String>,
 }
 
 /// A patient was registered.
@@ -97,7 +100,7 @@ pub struct PatientUpdated {
     #[serde(flatten)]
     pub demographics: Demographics,
     /// The top-level fields that changed: `identifiers`, `name`, `gender`, `birth_date`,
-    /// `telecom`, `address`.
+    /// `telecom`, `address`, `preferred_language`.
     pub changed_fields: Vec<String>,
 }
 

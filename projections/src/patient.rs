@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use crate::runner::{ApplyError, IncomingEvent, Projection};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "patients",
-    sql: "CREATE TABLE patients (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "patients",
+        sql: "CREATE TABLE patients (
             id UUID PRIMARY KEY,
             version BIGINT NOT NULL,
             identifiers JSONB NOT NULL,
@@ -33,7 +34,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             patient_id UUID NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
             PRIMARY KEY (system, value, patient_id));
           CREATE INDEX patient_identifiers_value ON patient_identifiers (value);",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "preferred language",
+        sql: "ALTER TABLE patients ADD COLUMN preferred_language TEXT;",
+    },
+];
 
 /// The patient projection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,12 +55,12 @@ impl PatientProjection {
         let e = &event.envelope;
         sqlx::query(
             "INSERT INTO patients (id, version, identifiers, given_names, family_name, gender, birth_date,
-                                   telecom, address, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                                   telecom, address, preferred_language, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
              ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, identifiers = EXCLUDED.identifiers,
                given_names = EXCLUDED.given_names, family_name = EXCLUDED.family_name, gender = EXCLUDED.gender,
                birth_date = EXCLUDED.birth_date, telecom = EXCLUDED.telecom, address = EXCLUDED.address,
-               updated_at = EXCLUDED.updated_at",
+               preferred_language = EXCLUDED.preferred_language, updated_at = EXCLUDED.updated_at",
         )
         .bind(e.aggregate_id)
         .bind(e.aggregate_version)
@@ -65,6 +72,7 @@ impl PatientProjection {
         .bind(json(&d.telecom))
         .bind(d.address.as_ref().map(json))
         .bind(e.occurred_at)
+        .bind(&d.preferred_language)
         .execute(&mut **tx)
         .await?;
         sqlx::query("DELETE FROM patient_identifiers WHERE patient_id = $1")

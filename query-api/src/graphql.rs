@@ -102,6 +102,8 @@ pub struct Patient {
     pub birth_date: String,
     pub telecom: Vec<ContactPoint>,
     pub address: Option<Address>,
+    /// BCP 47 language tag, e.g. en-GB.
+    pub preferred_language: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -141,6 +143,7 @@ impl From<PatientRow> for Patient {
                 postal_code: a.postal_code,
                 country: a.country,
             }),
+            preferred_language: row.preferred_language,
             updated_at: row.updated_at,
         }
     }

@@ -18,10 +18,11 @@ pub struct PatientRow {
     pub birth_date: NaiveDate,
     pub telecom: Vec<ContactPoint>,
     pub address: Option<Address>,
+    pub preferred_language: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, version, identifiers, given_names, family_name, gender, birth_date, telecom, address, updated_at";
+const COLUMNS: &str = "id, version, identifiers, given_names, family_name, gender, birth_date, telecom, address, preferred_language, updated_at";
 
 fn patient(row: PgRow) -> Result<PatientRow, sqlx::Error> {
     let json = |name: &str| -> Result<serde_json::Value, sqlx::Error> { row.try_get(name) };
@@ -40,6 +41,7 @@ fn patient(row: PgRow) -> Result<PatientRow, sqlx::Error> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(decode)?,
+        preferred_language: row.try_get("preferred_language")?,
         updated_at: row.try_get("updated_at")?,
     })
 }

@@ -21,9 +21,24 @@ macro_rules! schema {
 /// Every released schema, oldest version first within a topic.
 pub const SCHEMAS: &[TopicSchema] = &[
     schema!("healthcare.patient.created", 1),
+    schema!("healthcare.patient.created", 2),
     schema!("healthcare.patient.updated", 1),
+    schema!("healthcare.patient.updated", 2),
+    schema!("healthcare.appointment.scheduled", 1),
+    schema!("healthcare.appointment.cancelled", 1),
+    schema!("healthcare.encounter.started", 1),
+    schema!("healthcare.encounter.completed", 1),
+    schema!("healthcare.observation.created", 1),
+    schema!("healthcare.medication.prescribed", 1),
     schema!("healthcare.audit.phi_access", 1),
 ];
+
+/// Every released version of `topic`, oldest first.
+pub fn versions(topic: &str) -> Vec<&'static TopicSchema> {
+    let mut versions: Vec<_> = SCHEMAS.iter().filter(|s| s.topic == topic).collect();
+    versions.sort_by_key(|s| s.version);
+    versions
+}
 
 /// The newest released schema of `topic`.
 pub fn latest(topic: &str) -> Option<&'static TopicSchema> {

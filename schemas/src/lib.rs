@@ -6,6 +6,8 @@
 pub mod catalog;
 pub mod client;
 pub mod codec;
+pub mod contract;
+pub mod docs;
 pub mod json_avro;
 pub mod registry;
 

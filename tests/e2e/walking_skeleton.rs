@@ -6,7 +6,7 @@ use events::audit::{AccessAction, AccessOutcome, PhiAccessed};
 use events::catalog::{AUDIT_PHI_ACCESS, PATIENT_CREATED};
 use rdkafka::message::{Headers, Message};
 use schemas::EventCodec;
-use tests::{Stack, ada, read_topic, token};
+use tests::{Stack, ada, python_consume, read_topic, token};
 
 use crate::{PATIENT_QUERY, read_until_visible};
 
@@ -160,29 +160,7 @@ async fn a_python_confluent_kafka_consumer_decodes_the_created_event() {
     let stack = Stack::start().await;
     let created = stack.register(&ada()).await;
     let id = created["id"].as_str().expect("id").to_string();
-    let python =
-        std::env::var("HEALTHPLANE_PYTHON").expect("HEALTHPLANE_PYTHON: run ./deploy/test.sh");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/examples/python/consume.py");
-    let output = std::process::Command::new(python)
-        .arg(script)
-        .args([
-            "--brokers",
-            &stack.cluster.brokers,
-            "--registry",
-            &stack.cluster.registry_url,
-        ])
-        .args(["--topic", PATIENT_CREATED, "--key", &id, "--max-wait", "60"])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line: serde_json::Value =
-        serde_json::from_str(stdout.lines().next().expect("one record")).expect("json");
+    let line = python_consume(&stack.cluster, PATIENT_CREATED, &id);
     assert_eq!(line["key"], id.as_str());
     assert_eq!(line["headers"]["event_type"], "PatientCreated");
     assert_eq!(line["value"]["aggregate_id"], id.as_str());

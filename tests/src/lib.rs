@@ -428,3 +428,40 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMess
     }
     out
 }
+
+/// Runs the data-team example (`deploy/examples/python/consume.py`, standard confluent-kafka
+/// clients) for the first record of `topic` with `key`; returns its JSON line.
+pub fn python_consume(cluster: &Cluster, topic: &str, key: &str) -> serde_json::Value {
+    let python =
+        std::env::var("HEALTHPLANE_PYTHON").expect("HEALTHPLANE_PYTHON: run ./deploy/test.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/python/consume.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args([
+            "--brokers",
+            &cluster.brokers,
+            "--registry",
+            &cluster.registry_url,
+        ])
+        .args(["--topic", topic, "--key", key, "--max-wait", "60"])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{topic}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().next().expect("one record")).expect("JSON line")
+}
+
+/// GETs a JSON document.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON body")
+}

@@ -52,9 +52,23 @@ pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyC
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/subjects", get(subjects))
-        .route("/subjects/{subject}", axum::routing::post(lookup))
+        .route(
+            "/subjects/{subject}",
+            axum::routing::post(lookup).delete(delete_subject),
+        )
         .route("/subjects/{subject}/versions", get(versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(version))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(version).delete(delete_version),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            axum::routing::post(compatibility_with_level),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            axum::routing::post(compatibility_with_version),
+        )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
             get(version_schema),
@@ -62,7 +76,9 @@ pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyC
         .route("/config", get(global_config).put(set_global_config))
         .route(
             "/config/{subject}",
-            get(subject_config).put(set_subject_config),
+            get(subject_config)
+                .put(set_subject_config)
+                .delete(delete_subject_config),
         )
         .with_state(state)
         .merge(platform::http::ops_router(metrics, ready))
@@ -116,6 +132,17 @@ impl From<StoreError> for RegistryError {
 }
 
 type Answer = Result<Response, RegistryError>;
+
+/// `?deleted=true` (include soft-deleted) and `?permanent=true` (hard delete).
+#[derive(Debug, Default, Deserialize)]
+struct Flags {
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    permanent: bool,
+    #[serde(default)]
+    verbose: bool,
+}
 
 #[derive(Debug, Deserialize)]
 struct SchemaRequest {
@@ -181,9 +208,14 @@ async fn register(
     }
 }
 
-async fn lookup(State(state): State<AppState>, Path(subject): Path<String>, body: Bytes) -> Answer {
+async fn lookup(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+    body: Bytes,
+) -> Answer {
     let (schema, _) = parse_schema_request(&body)?;
-    let found = state.store.lookup(&subject, &schema).await?;
+    let found = state.store.lookup(&subject, &schema, flags.deleted).await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::to_value(found).unwrap_or_default(),
@@ -208,23 +240,33 @@ async fn raw_schema_by_id(State(state): State<AppState>, Path(id): Path<String>)
     ))
 }
 
-async fn subjects(State(state): State<AppState>) -> Answer {
-    Ok(reply(StatusCode::OK, json!(state.store.subjects().await?)))
-}
-
-async fn versions(State(state): State<AppState>, Path(subject): Path<String>) -> Answer {
+async fn subjects(State(state): State<AppState>, Query(flags): Query<Flags>) -> Answer {
     Ok(reply(
         StatusCode::OK,
-        json!(state.store.versions(&subject).await?),
+        json!(state.store.subjects(flags.deleted).await?),
+    ))
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Answer {
+    Ok(reply(
+        StatusCode::OK,
+        json!(state.store.versions(&subject, flags.deleted).await?),
     ))
 }
 
 async fn version(
     State(state): State<AppState>,
     Path((subject, version)): Path<(String, String)>,
+    Query(flags): Query<Flags>,
 ) -> Answer {
-    let selector: VersionSelector = version.parse()?;
-    let found = state.store.version(&subject, selector).await?;
+    let found = state
+        .store
+        .version(&subject, version.parse()?, flags.deleted)
+        .await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::to_value(found).unwrap_or_default(),
@@ -234,12 +276,88 @@ async fn version(
 async fn version_schema(
     State(state): State<AppState>,
     Path((subject, version)): Path<(String, String)>,
+    Query(flags): Query<Flags>,
 ) -> Answer {
-    let selector: VersionSelector = version.parse()?;
-    let found = state.store.version(&subject, selector).await?;
+    let found = state
+        .store
+        .version(&subject, version.parse()?, flags.deleted)
+        .await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::from_str(&found.schema).unwrap_or_default(),
+    ))
+}
+
+async fn delete_subject(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Answer {
+    let deleted = state
+        .store
+        .delete_subject(&subject, flags.permanent)
+        .await?;
+    Ok(reply(StatusCode::OK, json!(deleted)))
+}
+
+async fn delete_version(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(flags): Query<Flags>,
+) -> Answer {
+    let deleted = state
+        .store
+        .delete_version(&subject, version.parse()?, flags.permanent)
+        .await?;
+    Ok(reply(StatusCode::OK, json!(deleted)))
+}
+
+/// `{"is_compatible": bool}`, with the reasons under `messages` when `verbose=true`.
+async fn compatibility(
+    state: &AppState,
+    subject: &str,
+    selector: Option<VersionSelector>,
+    flags: &Flags,
+    body: &[u8],
+) -> Answer {
+    let (schema, _) = parse_schema_request(body)?;
+    let verdict = state
+        .store
+        .test_compatibility(subject, &schema, selector)
+        .await?;
+    let mut answer = json!({ "is_compatible": verdict.is_ok() });
+    if flags.verbose {
+        answer["messages"] = json!(verdict.err().into_iter().collect::<Vec<_>>());
+    }
+    Ok(reply(StatusCode::OK, answer))
+}
+
+async fn compatibility_with_version(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(flags): Query<Flags>,
+    body: Bytes,
+) -> Answer {
+    compatibility(&state, &subject, Some(version.parse()?), &flags, &body).await
+}
+
+async fn compatibility_with_level(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+    body: Bytes,
+) -> Answer {
+    compatibility(&state, &subject, None, &flags, &body).await
+}
+
+async fn delete_subject_config(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+) -> Answer {
+    let level = state.store.delete_config(&subject).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "compatibilityLevel": level }),
     ))
 }
 

@@ -64,6 +64,18 @@ pub enum StoreError {
         "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
     )]
     InvalidVersion(String),
+    /// 404 / 40404
+    #[error("Subject '{0}' was soft deleted.Set permanent=true to delete permanently")]
+    SubjectSoftDeleted(String),
+    /// 404 / 40405
+    #[error("Subject '{0}' was not deleted first before being permanently deleted")]
+    SubjectNotSoftDeleted(String),
+    /// 404 / 40406
+    #[error("Subject '{0}' Version {1} was soft deleted.Set permanent=true to delete permanently")]
+    VersionSoftDeleted(String, i32),
+    /// 404 / 40407
+    #[error("Subject '{0}' Version {1} was not deleted first before being permanently deleted")]
+    VersionNotSoftDeleted(String, i32),
     /// 409 / 409
     #[error(
         "Schema being registered is incompatible with an earlier schema for subject \"{0}\", details: [{1}]"
@@ -81,6 +93,10 @@ impl StoreError {
             StoreError::SubjectNotFound(_) => (404, 40401),
             StoreError::VersionNotFound(..) => (404, 40402),
             StoreError::SchemaNotFound(_) => (404, 40403),
+            StoreError::SubjectSoftDeleted(_) => (404, 40404),
+            StoreError::SubjectNotSoftDeleted(_) => (404, 40405),
+            StoreError::VersionSoftDeleted(..) => (404, 40406),
+            StoreError::VersionNotSoftDeleted(..) => (404, 40407),
             StoreError::InvalidSchema(_) => (422, 42201),
             StoreError::InvalidVersion(_) => (422, 42202),
             StoreError::Incompatible(..) => (409, 409),
@@ -269,20 +285,23 @@ impl Store {
         Ok(id)
     }
 
-    /// The version of `subject` that holds `schema`.
+    /// The version of `subject` that holds `schema` (soft-deleted ones too with `deleted`).
     pub async fn lookup(
         &self,
         subject: &str,
         schema: &ValidSchema,
+        deleted: bool,
     ) -> Result<SubjectVersion, StoreError> {
-        self.require_subject(subject).await?;
+        self.versions(subject, deleted).await?;
         sqlx::query_as::<_, (String, i32, i32, String)>(
             "SELECT v.subject, v.version, s.id, s.schema FROM sr_subject_versions v
              JOIN sr_schemas s ON s.id = v.schema_id
-             WHERE v.subject = $1 AND s.canonical = $2 AND NOT v.deleted",
+             WHERE v.subject = $1 AND s.canonical = $2 AND ($3 OR NOT v.deleted)
+             ORDER BY v.version DESC LIMIT 1",
         )
         .bind(subject)
         .bind(&schema.canonical)
+        .bind(deleted)
         .fetch_optional(&self.pool)
         .await?
         .map(subject_version)
@@ -297,19 +316,23 @@ impl Store {
             .ok_or_else(|| StoreError::SchemaNotFound(id.to_string()))
     }
 
-    pub async fn subjects(&self) -> Result<Vec<String>, StoreError> {
+    /// Subjects with a live version (or any version, with `deleted`).
+    pub async fn subjects(&self, deleted: bool) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM sr_subject_versions WHERE NOT deleted ORDER BY subject",
+            "SELECT DISTINCT subject FROM sr_subject_versions WHERE $1 OR NOT deleted ORDER BY subject",
         )
+        .bind(deleted)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    pub async fn versions(&self, subject: &str) -> Result<Vec<i32>, StoreError> {
+    /// The live versions of `subject` (soft-deleted ones too with `deleted`); 40401 if none.
+    pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>, StoreError> {
         let versions: Vec<i32> = sqlx::query_scalar(
-            "SELECT version FROM sr_subject_versions WHERE subject = $1 AND NOT deleted ORDER BY version",
+            "SELECT version FROM sr_subject_versions WHERE subject = $1 AND ($2 OR NOT deleted) ORDER BY version",
         )
         .bind(subject)
+        .bind(deleted)
         .fetch_all(&self.pool)
         .await?;
         if versions.is_empty() {
@@ -318,12 +341,14 @@ impl Store {
         Ok(versions)
     }
 
+    /// One version of `subject` (a soft-deleted one too with `deleted`).
     pub async fn version(
         &self,
         subject: &str,
         selector: VersionSelector,
+        deleted: bool,
     ) -> Result<SubjectVersion, StoreError> {
-        self.require_subject(subject).await?;
+        self.versions(subject, deleted).await?;
         let number = match selector {
             VersionSelector::Latest => None,
             VersionSelector::Number(n) => Some(n),
@@ -331,11 +356,12 @@ impl Store {
         sqlx::query_as::<_, (String, i32, i32, String)>(
             "SELECT v.subject, v.version, s.id, s.schema FROM sr_subject_versions v
              JOIN sr_schemas s ON s.id = v.schema_id
-             WHERE v.subject = $1 AND NOT v.deleted AND ($2::INT IS NULL OR v.version = $2)
+             WHERE v.subject = $1 AND ($3 OR NOT v.deleted) AND ($2::INT IS NULL OR v.version = $2)
              ORDER BY v.version DESC LIMIT 1",
         )
         .bind(subject)
         .bind(number)
+        .bind(deleted)
         .fetch_optional(&self.pool)
         .await?
         .map(subject_version)
@@ -345,8 +371,138 @@ impl Store {
         })
     }
 
-    async fn require_subject(&self, subject: &str) -> Result<(), StoreError> {
-        self.versions(subject).await.map(|_| ())
+    /// Soft-deletes every live version of `subject`, or (`permanent`) removes a subject whose
+    /// versions were all soft-deleted first. Returns the versions deleted.
+    pub async fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<i32>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(8081)")
+            .execute(&mut *tx)
+            .await?;
+        let all: Vec<(i32, bool)> = sqlx::query_as(
+            "SELECT version, deleted FROM sr_subject_versions WHERE subject = $1 ORDER BY version",
+        )
+        .bind(subject)
+        .fetch_all(&mut *tx)
+        .await?;
+        if all.is_empty() {
+            return Err(StoreError::SubjectNotFound(subject.to_string()));
+        }
+        let live: Vec<i32> = all.iter().filter(|(_, d)| !d).map(|(v, _)| *v).collect();
+        let deleted = if permanent {
+            if !live.is_empty() {
+                return Err(StoreError::SubjectNotSoftDeleted(subject.to_string()));
+            }
+            sqlx::query("DELETE FROM sr_subject_versions WHERE subject = $1")
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM sr_config WHERE subject = $1")
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+            all.iter().map(|(v, _)| *v).collect()
+        } else {
+            if live.is_empty() {
+                return Err(StoreError::SubjectSoftDeleted(subject.to_string()));
+            }
+            sqlx::query("UPDATE sr_subject_versions SET deleted = true WHERE subject = $1")
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+            live
+        };
+        tx.commit().await?;
+        tracing::info!(subject, permanent, versions = ?deleted, "deleted subject");
+        Ok(deleted)
+    }
+
+    /// Soft-deletes one version, or (`permanent`) removes a version soft-deleted first.
+    pub async fn delete_version(
+        &self,
+        subject: &str,
+        selector: VersionSelector,
+        permanent: bool,
+    ) -> Result<i32, StoreError> {
+        // A numbered version is found even when soft-deleted (to answer 40406); `latest` means
+        // the latest live version for a soft delete.
+        let include_deleted = permanent || matches!(selector, VersionSelector::Number(_));
+        let found = self.version(subject, selector, include_deleted).await?;
+        let was_deleted: bool = sqlx::query_scalar(
+            "SELECT deleted FROM sr_subject_versions WHERE subject = $1 AND version = $2",
+        )
+        .bind(subject)
+        .bind(found.version)
+        .fetch_one(&self.pool)
+        .await?;
+        let statement = match (permanent, was_deleted) {
+            (false, true) => {
+                return Err(StoreError::VersionSoftDeleted(
+                    subject.to_string(),
+                    found.version,
+                ));
+            }
+            (true, false) => {
+                return Err(StoreError::VersionNotSoftDeleted(
+                    subject.to_string(),
+                    found.version,
+                ));
+            }
+            (false, false) => {
+                "UPDATE sr_subject_versions SET deleted = true WHERE subject = $1 AND version = $2"
+            }
+            (true, true) => "DELETE FROM sr_subject_versions WHERE subject = $1 AND version = $2",
+        };
+        sqlx::query(statement)
+            .bind(subject)
+            .bind(found.version)
+            .execute(&self.pool)
+            .await?;
+        tracing::info!(
+            subject,
+            version = found.version,
+            permanent,
+            "deleted subject version"
+        );
+        Ok(found.version)
+    }
+
+    /// Whether `schema` could be registered under `subject`: against one version with
+    /// `Some(selector)`, or against the versions the subject's level names with `None`.
+    pub async fn test_compatibility(
+        &self,
+        subject: &str,
+        schema: &ValidSchema,
+        selector: Option<VersionSelector>,
+    ) -> Result<Result<(), String>, StoreError> {
+        let level = self.effective_config(subject).await?;
+        let mut conn = self.pool.acquire().await?;
+        let earlier = match selector {
+            None => live_schemas(&mut conn, subject, None).await?,
+            Some(selector) => {
+                let found = self.version(subject, selector, false).await?;
+                let one = live_schemas(&mut conn, subject, Some(found.version)).await?;
+                // Against a single version, transitivity does not apply.
+                return Ok(check_compatibility(
+                    level.trim_end_matches("_TRANSITIVE"),
+                    &schema.parsed,
+                    &one,
+                ));
+            }
+        };
+        Ok(check_compatibility(&level, &schema.parsed, &earlier))
+    }
+
+    /// Removes the subject's own level; returns it.
+    pub async fn delete_config(&self, subject: &str) -> Result<String, StoreError> {
+        sqlx::query_scalar("DELETE FROM sr_config WHERE subject = $1 RETURNING compatibility")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::SubjectNotFound(subject.to_string()))
     }
 
     /// The level set on `subject` (or globally with `None`), if any.
@@ -381,6 +537,26 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// The parsed live schemas of `subject`, oldest first (only `version` with `Some`).
+async fn live_schemas(
+    conn: &mut sqlx::PgConnection,
+    subject: &str,
+    version: Option<i32>,
+) -> Result<Vec<Schema>, StoreError> {
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT s.schema FROM sr_subject_versions v JOIN sr_schemas s ON s.id = v.schema_id
+         WHERE v.subject = $1 AND NOT v.deleted AND ($2::INT IS NULL OR v.version = $2) ORDER BY v.version",
+    )
+    .bind(subject)
+    .bind(version)
+    .fetch_all(conn)
+    .await?;
+    Ok(texts
+        .iter()
+        .filter_map(|s| Schema::parse_str(s).ok())
+        .collect())
 }
 
 fn subject_version((subject, version, id, schema): (String, i32, i32, String)) -> SubjectVersion {
