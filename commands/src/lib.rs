@@ -3,6 +3,6 @@
 //! relay publishes the outbox to Kafka.
 
 pub mod api;
-pub mod patient;
+pub mod domain;
 pub mod relay;
 pub mod store;

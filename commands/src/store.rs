@@ -8,10 +8,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event store and outbox",
-    sql: "CREATE TABLE events (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event store and outbox",
+        sql: "CREATE TABLE events (
             global_position BIGSERIAL UNIQUE,
             event_id UUID PRIMARY KEY,
             aggregate_type TEXT NOT NULL,
@@ -36,14 +37,53 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             attempts INTEGER NOT NULL DEFAULT 0,
             last_error TEXT);
           CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "idempotency keys",
+        sql: "CREATE TABLE idempotency_keys (
+            principal TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            status SMALLINT NOT NULL,
+            body JSONB NOT NULL,
+            location TEXT,
+            etag TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (principal, key));
+          CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+          CREATE INDEX events_aggregate_type ON events (aggregate_id, aggregate_type);",
+    },
+];
 
-/// An event to append, with the topic it is published on.
+/// An event to append, with the topic it is published on (`None`: kept in the store only).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub envelope: Envelope,
     pub payload: serde_json::Value,
-    pub topic: &'static str,
+    pub topic: Option<&'static str>,
+}
+
+/// New events for one stream, which must be at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    pub expected_version: i64,
+    pub events: Vec<NewEvent>,
+}
+
+/// The response to a command sent with an `Idempotency-Key`, stored with its events so that
+/// a retry gets the same answer and writes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub principal: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub location: Option<String>,
+    pub etag: Option<String>,
 }
 
 /// An event read back from a stream.
@@ -59,6 +99,9 @@ pub enum AppendError {
     /// 409: another writer got there first; carries the stream's current version.
     #[error("version conflict: the aggregate is at version {current}")]
     Conflict { current: i64 },
+    /// The same idempotency key was committed by a concurrent request: replay its response.
+    #[error("the request was already processed")]
+    AlreadyProcessed,
     /// 503: the store is unreachable or failed.
     #[error("event store failure: {0}")]
     Store(#[from] sqlx::Error),
@@ -106,8 +149,11 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
-/// Leases up to `limit` unpublished outbox rows, oldest first, skipping rows another relay
-/// holds; the lease lasts as long as `tx`.
+/// Leases up to `limit` unpublished outbox rows, oldest first, for the length of `tx`.
+///
+/// The lease is per aggregate (a transaction-scoped advisory lock on the aggregate id): a relay
+/// skips every row of an aggregate another relay holds, so two relays never publish events of
+/// one aggregate at the same time, and per-aggregate order holds with several relays.
 pub async fn lease_unpublished(
     tx: &mut PgConnection,
     limit: i64,
@@ -116,6 +162,7 @@ pub async fn lease_unpublished(
         "SELECT o.id, o.topic, e.traceparent, {EVENT_COLUMNS}
          FROM outbox o JOIN events e ON e.event_id = o.event_id
          WHERE o.published_at IS NULL
+           AND pg_try_advisory_xact_lock(hashtextextended(o.aggregate_id::text, 8082))
          ORDER BY o.id
          LIMIT $1
          FOR UPDATE OF o SKIP LOCKED"
@@ -180,12 +227,18 @@ impl EventStore {
         &self.pool
     }
 
-    /// The stream of one aggregate, oldest first (empty if it does not exist).
-    pub async fn load(&self, aggregate_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    /// The stream of one aggregate of `aggregate_type`, oldest first (empty if it does not exist).
+    pub async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.aggregate_id = $1 ORDER BY e.aggregate_version"
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.aggregate_id = $1 AND e.aggregate_type = $2
+             ORDER BY e.aggregate_version"
         ))
         .bind(aggregate_id)
+        .bind(aggregate_type)
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -200,54 +253,133 @@ impl EventStore {
             .await
     }
 
-    /// Appends `events` to the stream of `aggregate_id`, which must be at `expected_version`,
-    /// together with their outbox rows, in one transaction.
+    /// Appends to one or more streams in one transaction, with the events' outbox rows and,
+    /// if given, the idempotent response (first, so that a concurrent duplicate waits for this
+    /// transaction and then finds the key taken).
     pub async fn append(
         &self,
-        aggregate_type: &str,
-        aggregate_id: Uuid,
-        expected_version: i64,
-        events: &[NewEvent],
+        streams: &[StreamAppend],
         traceparent: Option<&str>,
+        response: Option<&StoredResponse>,
     ) -> Result<(), AppendError> {
         let mut tx = self.pool.begin().await?;
-        for event in events {
-            let e = &event.envelope;
+        if let Some(r) = response {
             let inserted = sqlx::query(
-                "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
-                                     payload, occurred_at, correlation_id, causation_id, actor_id, actor_role, traceparent)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (aggregate_id, aggregate_version) DO NOTHING",
+                "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, location, etag)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
-            .bind(e.event_id)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(e.aggregate_version)
-            .bind(&e.event_type)
-            .bind(&event.payload)
-            .bind(e.occurred_at)
-            .bind(&e.correlation_id)
-            .bind(&e.causation_id)
-            .bind(&e.actor.id)
-            .bind(e.actor.role.as_str())
-            .bind(traceparent)
+            .bind(&r.principal)
+            .bind(&r.key)
+            .bind(&r.request_hash)
+            .bind(r.status as i16)
+            .bind(&r.body)
+            .bind(&r.location)
+            .bind(&r.etag)
             .execute(&mut *tx)
             .await?;
-            if inserted.rows_affected() == 0 || e.aggregate_version != expected_version + 1 {
-                drop(tx);
-                return Err(AppendError::Conflict {
-                    current: self.version(aggregate_id).await?,
-                });
+            if inserted.rows_affected() == 0 {
+                return Err(AppendError::AlreadyProcessed);
             }
-            sqlx::query("INSERT INTO outbox (event_id, aggregate_id, topic) VALUES ($1, $2, $3)")
+        }
+        for stream in streams {
+            for (i, event) in stream.events.iter().enumerate() {
+                let e = &event.envelope;
+                let inserted = sqlx::query(
+                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
+                                         payload, occurred_at, correlation_id, causation_id, actor_id, actor_role, traceparent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (aggregate_id, aggregate_version) DO NOTHING",
+                )
                 .bind(e.event_id)
-                .bind(aggregate_id)
-                .bind(event.topic)
+                .bind(stream.aggregate_type)
+                .bind(stream.aggregate_id)
+                .bind(e.aggregate_version)
+                .bind(&e.event_type)
+                .bind(&event.payload)
+                .bind(e.occurred_at)
+                .bind(&e.correlation_id)
+                .bind(&e.causation_id)
+                .bind(&e.actor.id)
+                .bind(e.actor.role.as_str())
+                .bind(traceparent)
                 .execute(&mut *tx)
                 .await?;
+                if inserted.rows_affected() == 0
+                    || e.aggregate_version != stream.expected_version + i as i64 + 1
+                {
+                    drop(tx);
+                    return Err(AppendError::Conflict {
+                        current: self.version(stream.aggregate_id).await?,
+                    });
+                }
+                if let Some(topic) = event.topic {
+                    sqlx::query(
+                        "INSERT INTO outbox (event_id, aggregate_id, topic) VALUES ($1, $2, $3)",
+                    )
+                    .bind(e.event_id)
+                    .bind(stream.aggregate_id)
+                    .bind(topic)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The stored response for `(principal, key)`, if a request with that key committed.
+    pub async fn stored_response(
+        &self,
+        principal: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, location, etag FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        )
+        .bind(principal)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(StoredResponse {
+                principal: principal.to_string(),
+                key: key.to_string(),
+                request_hash: row.try_get("request_hash")?,
+                status: row.try_get::<i16, _>("status")? as u16,
+                body: row.try_get("body")?,
+                location: row.try_get("location")?,
+                etag: row.try_get("etag")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets idempotency keys older than `max_age` (clients retry within minutes, not days).
+    pub async fn expire_idempotency_keys(
+        &self,
+        max_age: chrono::Duration,
+    ) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::INTERVAL")
+            .bind(format!("{} seconds", max_age.num_seconds()))
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+
+    /// Whether an aggregate of `aggregate_type` with this id exists.
+    pub async fn exists(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_id = $1 AND aggregate_type = $2)",
+        )
+        .bind(aggregate_id)
+        .bind(aggregate_type)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// The current version of a stream (0 if it does not exist).

@@ -1,6 +1,7 @@
 //! End-to-end tests: one per user journey, against the real broker, registry and PostgreSQL.
 
 mod bad_input;
+mod commands;
 mod contract;
 mod restart;
 mod walking_skeleton;

@@ -465,3 +465,124 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
         .await
         .expect("JSON body")
 }
+
+/// A broker (tansu with SQLite storage) and a schema registry of a test's own, for tests that
+/// stop and restart them. Data lives in a temporary directory and a fresh database.
+pub struct OwnCluster {
+    pub cluster: Cluster,
+    pub dir: PathBuf,
+    registry_db: String,
+    broker: Option<Process>,
+    registry: Option<Process>,
+}
+
+impl OwnCluster {
+    /// Starts both and bootstraps topics and schemas; returns the lines bootstrap printed.
+    pub async fn start() -> (OwnCluster, Vec<String>) {
+        let id = Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("healthplane-cluster-{id}"));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut own = OwnCluster {
+            cluster: Cluster {
+                brokers: format!("127.0.0.1:{}", free_port()),
+                registry_url: format!("http://127.0.0.1:{}", free_port()),
+            },
+            registry_db: format!("{}/hp_test_{}_registry", postgres_server(), &id[..12]),
+            dir,
+            broker: None,
+            registry: None,
+        };
+        own.start_broker().await;
+        own.start_registry().await;
+        let bootstrap = own.bootstrap();
+        (own, bootstrap)
+    }
+
+    /// Starts (or restarts, on the same data) the broker and waits until it accepts connections.
+    pub async fn start_broker(&mut self) {
+        let tansu = std::env::var("HEALTHPLANE_TANSU_BIN")
+            .expect("HEALTHPLANE_TANSU_BIN: run ./deploy/test.sh");
+        let listener = format!("tcp://{}", self.cluster.brokers);
+        self.broker = Some(Process::spawn_in(
+            &self.dir,
+            "tansu",
+            Path::new(&tansu),
+            &[
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ],
+            &[],
+            &self.dir,
+        ));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&self.cluster.brokers)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("broker on {} did not start", self.cluster.brokers);
+    }
+
+    /// Kills the broker at once (SIGKILL).
+    pub fn kill_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            broker.kill();
+        }
+    }
+
+    /// Starts (or restarts, on the same database) the registry and waits until it is ready.
+    pub async fn start_registry(&mut self) {
+        let listen = self
+            .cluster
+            .registry_url
+            .trim_start_matches("http://")
+            .to_string();
+        let mut registry = Process::spawn(
+            "schema-registry",
+            &bin_dir().join("schema-registry"),
+            &["--listen", &listen, "--database-url", &self.registry_db],
+            &[],
+            &self.dir,
+        );
+        wait_ready(
+            &mut registry,
+            &format!("{}/health/ready", self.cluster.registry_url),
+            Duration::from_secs(60),
+        )
+        .await;
+        self.registry = Some(registry);
+    }
+
+    /// Kills the registry at once (SIGKILL).
+    pub fn kill_registry(&mut self) {
+        if let Some(mut registry) = self.registry.take() {
+            registry.kill();
+        }
+    }
+
+    /// Runs `replay-tool bootstrap`; returns the lines it printed.
+    pub fn bootstrap(&self) -> Vec<String> {
+        let out = replay_tool(&self.cluster, &["bootstrap"]);
+        assert!(
+            out.lines().filter(|l| l.starts_with("topic")).count() >= 9,
+            "{out}"
+        );
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.kill_broker();
+        self.kill_registry();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -66,12 +66,32 @@ async fn main() -> anyhow::Result<()> {
         Some(tokio::spawn(relay.run(stop_rx)))
     };
 
-    let state = AppState::new(EventStore::new(pool), verifier, &metrics);
+    let store = EventStore::new(pool);
+    // Idempotency keys answer retries for a day, then are forgotten.
+    let expiry = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                match store
+                    .expire_idempotency_keys(chrono::Duration::hours(24))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(expired = n, "expired idempotency keys"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys"),
+                }
+            }
+        }
+    });
+    let state = AppState::new(store, verifier, &metrics);
     let app = api::router(state, metrics);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
     platform::http::serve(listener, app, platform::http::shutdown_signal()).await?;
     let _ = stop_tx.send(true);
+    expiry.abort();
     if let Some(relay) = relay {
         relay.await.ok();
     }

@@ -1,10 +1,16 @@
 //! The Patient aggregate: request bodies parsed into valid demographics at the edge, and the
 //! pure `decide`/`apply` functions that hold the rules.
 
-use chrono::{NaiveDate, Utc};
-use events::patient::{Address, ContactPoint, Demographics, Gender, HumanName, Identifier};
+use chrono::{DateTime, NaiveDate, Utc};
+use events::patient::{
+    Address, ContactPoint, Demographics, Gender, HumanName, Identifier, PatientCreated,
+    PatientUpdated,
+};
 use platform::problem::FieldError;
 use serde::Deserialize;
+
+use super::validate::Checker;
+use super::{Aggregate, Rejection, published_events};
 
 /// The JSON body of RegisterPatient and UpdatePatientDemographics (FHIR R4 Patient in spirit).
 /// Every member is optional here so that a missing one is reported with its own path.
@@ -57,48 +63,6 @@ pub struct AddressBody {
 }
 
 const CONTACT_SYSTEMS: [&str; 7] = ["phone", "fax", "email", "pager", "url", "sms", "other"];
-const MAX_TEXT: usize = 256;
-
-/// Collects the field errors of one body.
-#[derive(Default)]
-struct Checker {
-    errors: Vec<FieldError>,
-}
-
-impl Checker {
-    fn fail(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(field, message));
-    }
-
-    fn required<'a, T>(&mut self, field: &str, value: &'a Option<T>) -> Option<&'a T> {
-        if value.is_none() {
-            self.fail(field, "is required");
-        }
-        value.as_ref()
-    }
-
-    fn text(&mut self, field: &str, value: Option<&String>) -> Option<String> {
-        match value.map(|v| v.trim()) {
-            None => {
-                self.fail(field, "is required");
-                None
-            }
-            Some("") => {
-                self.fail(field, "must not be empty");
-                None
-            }
-            Some(v) if v.len() > MAX_TEXT => {
-                self.fail(field, format!("must be at most {MAX_TEXT} characters"));
-                None
-            }
-            Some(v) => Some(v.to_string()),
-        }
-    }
-
-    fn optional_text(&mut self, field: &str, value: Option<&String>) -> Option<String> {
-        value.and_then(|_| self.text(field, value))
-    }
-}
 
 /// True for an absolute URI: a scheme (`[A-Za-z][A-Za-z0-9+.-]*`), a colon and something after it.
 pub fn is_absolute_uri(s: &str) -> bool {
@@ -355,74 +319,79 @@ pub enum PatientCommand {
 /// The events the Patient aggregate emits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatientEvent {
-    Created(events::patient::PatientCreated),
-    Updated(events::patient::PatientUpdated),
+    Created(PatientCreated),
+    Updated(PatientUpdated),
 }
 
-/// Why a command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// 409
-    #[error("the patient is already registered")]
-    AlreadyRegistered,
-    /// 404
-    #[error("no such patient")]
-    NotRegistered,
+published_events!(PatientEvent {
+    Created(PatientCreated),
+    Updated(PatientUpdated),
+});
+
+/// A registered patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patient {
+    pub demographics: Demographics,
 }
 
-/// The current state of a patient: `None` before registration.
-pub type PatientState = Option<Demographics>;
+impl Aggregate for Patient {
+    const TYPE: &'static str = "patient";
+    type Event = PatientEvent;
+    type Command = PatientCommand;
 
-/// All the rules: what happens when `command` meets `state`.
-pub fn decide(
-    state: &PatientState,
-    command: PatientCommand,
-) -> Result<Vec<PatientEvent>, Rejection> {
-    match (state, command) {
-        (Some(_), PatientCommand::Register(_)) => Err(Rejection::AlreadyRegistered),
-        (None, PatientCommand::Register(demographics)) => Ok(vec![PatientEvent::Created(
-            events::patient::PatientCreated { demographics },
-        )]),
-        (None, PatientCommand::UpdateDemographics(_)) => Err(Rejection::NotRegistered),
-        (Some(current), PatientCommand::UpdateDemographics(patch)) => {
-            let mut next = current.clone();
-            let mut changed = Vec::new();
-            macro_rules! merge {
-                ($field:ident, $name:literal) => {
-                    if let Some(value) = patch.$field {
-                        if value != next.$field {
-                            next.$field = value;
-                            changed.push($name.to_string());
+    fn apply(_state: Option<Self>, event: &PatientEvent) -> Option<Self> {
+        let demographics = match event {
+            PatientEvent::Created(e) => e.demographics.clone(),
+            PatientEvent::Updated(e) => e.demographics.clone(),
+        };
+        Some(Patient { demographics })
+    }
+
+    fn decide(
+        state: Option<&Self>,
+        command: PatientCommand,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<PatientEvent>, Rejection> {
+        match (state, command) {
+            (Some(_), PatientCommand::Register(_)) => Err(Rejection::AlreadyExists(
+                "the patient is already registered".into(),
+            )),
+            (None, PatientCommand::Register(demographics)) => {
+                Ok(vec![PatientEvent::Created(PatientCreated { demographics })])
+            }
+            (None, PatientCommand::UpdateDemographics(_)) => {
+                Err(Rejection::NotFound("no such patient".into()))
+            }
+            (Some(current), PatientCommand::UpdateDemographics(patch)) => {
+                let mut next = current.demographics.clone();
+                let mut changed = Vec::new();
+                macro_rules! merge {
+                    ($field:ident, $name:literal) => {
+                        if let Some(value) = patch.$field {
+                            if value != next.$field {
+                                next.$field = value;
+                                changed.push($name.to_string());
+                            }
                         }
-                    }
-                };
-            }
-            merge!(identifiers, "identifiers");
-            merge!(name, "name");
-            merge!(gender, "gender");
-            merge!(birth_date, "birth_date");
-            merge!(telecom, "telecom");
-            merge!(address, "address");
-            merge!(preferred_language, "preferred_language");
-            if changed.is_empty() {
-                // Nothing changed: accepted, and no event (idempotent by content).
-                return Ok(vec![]);
-            }
-            Ok(vec![PatientEvent::Updated(
-                events::patient::PatientUpdated {
+                    };
+                }
+                merge!(identifiers, "identifiers");
+                merge!(name, "name");
+                merge!(gender, "gender");
+                merge!(birth_date, "birth_date");
+                merge!(telecom, "telecom");
+                merge!(address, "address");
+                merge!(preferred_language, "preferred_language");
+                if changed.is_empty() {
+                    // Nothing changed: accepted, and no event (idempotent by content).
+                    return Ok(vec![]);
+                }
+                Ok(vec![PatientEvent::Updated(PatientUpdated {
                     demographics: next,
                     changed_fields: changed,
-                },
-            )])
+                })])
+            }
         }
-    }
-}
-
-/// Evolves the state by one event; no rules here.
-pub fn apply(_state: PatientState, event: &PatientEvent) -> PatientState {
-    match event {
-        PatientEvent::Created(e) => Some(e.demographics.clone()),
-        PatientEvent::Updated(e) => Some(e.demographics.clone()),
     }
 }
 
@@ -444,8 +413,17 @@ mod tests {
         })
     }
 
-    fn registered() -> PatientState {
-        Some(parse_registration(&body(ada())).expect("the api.md example is valid"))
+    fn registered() -> Patient {
+        Patient {
+            demographics: parse_registration(&body(ada())).expect("the api.md example is valid"),
+        }
+    }
+
+    fn decide(
+        state: Option<&Patient>,
+        command: PatientCommand,
+    ) -> Result<Vec<PatientEvent>, Rejection> {
+        Patient::decide(state, command, Utc::now())
     }
 
     fn fields(errors: Vec<FieldError>) -> Vec<String> {
@@ -455,34 +433,32 @@ mod tests {
     #[test]
     fn given_no_patient_when_registered_then_created() {
         let state = registered();
-        let demographics = state.clone().unwrap();
-        let events = decide(&None, PatientCommand::Register(demographics.clone())).unwrap();
-        assert_eq!(
-            events,
-            vec![PatientEvent::Created(events::patient::PatientCreated {
-                demographics
-            })]
-        );
-        assert_eq!(apply(None, &events[0]), state);
+        let events = decide(None, PatientCommand::Register(state.demographics.clone())).unwrap();
+        let expected = PatientCreated {
+            demographics: state.demographics.clone(),
+        };
+        assert_eq!(events, vec![PatientEvent::Created(expected)]);
+        assert_eq!(Patient::replay(&events), Some(state));
     }
 
     #[test]
     fn given_a_patient_when_registered_again_then_rejected() {
         let state = registered();
-        let command = PatientCommand::Register(state.clone().unwrap());
-        assert_eq!(decide(&state, command), Err(Rejection::AlreadyRegistered));
+        let command = PatientCommand::Register(state.demographics.clone());
+        assert!(matches!(
+            decide(Some(&state), command),
+            Err(Rejection::AlreadyExists(_))
+        ));
     }
 
     #[test]
-    fn given_no_patient_when_updated_then_not_registered() {
+    fn given_no_patient_when_updated_then_not_found() {
         let patch = DemographicsPatch {
             gender: Some(Gender::Other),
             ..Default::default()
         };
-        assert_eq!(
-            decide(&None, PatientCommand::UpdateDemographics(patch)),
-            Err(Rejection::NotRegistered)
-        );
+        let result = decide(None, PatientCommand::UpdateDemographics(patch));
+        assert!(matches!(result, Err(Rejection::NotFound(_))));
     }
 
     #[test]
@@ -493,14 +469,16 @@ mod tests {
             address: Some(None),
             ..Default::default()
         };
-        let events = decide(&state, PatientCommand::UpdateDemographics(patch)).unwrap();
+        let events = decide(Some(&state), PatientCommand::UpdateDemographics(patch)).unwrap();
         let PatientEvent::Updated(updated) = &events[0] else {
             panic!("expected an update")
         };
         assert_eq!(updated.changed_fields, vec!["gender", "address"]);
         assert_eq!(updated.demographics.gender, Gender::Other);
         assert_eq!(updated.demographics.address, None);
-        assert_eq!(updated.demographics.name, state.unwrap().name);
+        assert_eq!(updated.demographics.name, state.demographics.name);
+        let after = Patient::apply(Some(state), &events[0]).unwrap();
+        assert_eq!(after.demographics.gender, Gender::Other);
     }
 
     #[test]
@@ -511,7 +489,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            decide(&state, PatientCommand::UpdateDemographics(patch)),
+            decide(Some(&state), PatientCommand::UpdateDemographics(patch)),
             Ok(vec![])
         );
     }

@@ -1,0 +1,494 @@
+//! The command API (REST, JSON): every command goes through the same pipeline — authenticate,
+//! check the role, read the body (413/400), replay an `Idempotency-Key`, parse into a valid
+//! command (422 with the failing field), load the aggregate, check `If-Match` (412/409),
+//! decide, and append the events with their outbox rows and the idempotent response in one
+//! transaction. Every failure is problem+json; bad input never writes anything.
+
+mod appointments;
+mod encounters;
+mod medications;
+mod observations;
+mod patients;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use chrono::Utc;
+use events::{Actor, ConsistencyToken, Envelope, Role};
+use platform::auth::{Caller, Verifier};
+use platform::metrics::Metrics;
+use platform::problem::{FieldError, Problem};
+use prometheus_client::metrics::counter::Counter;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{Aggregate, AggregateEvent, Rejection};
+use crate::store::{AppendError, EventStore, NewEvent, StoredResponse, StreamAppend};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Shared state of the command API.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+    pub verifier: Arc<Verifier>,
+    accepted: Counter,
+    rejected: Counter,
+    replayed: Counter,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(store: EventStore, verifier: Arc<Verifier>, metrics: &Metrics) -> Self {
+        AppState {
+            store,
+            verifier,
+            accepted: metrics.register(
+                "commands_accepted",
+                "Commands accepted",
+                Counter::default(),
+            ),
+            rejected: metrics.register(
+                "commands_rejected",
+                "Commands refused (validation, authorization, conflicts)",
+                Counter::default(),
+            ),
+            replayed: metrics.register(
+                "commands_replayed",
+                "Retried commands answered from their Idempotency-Key",
+                Counter::default(),
+            ),
+        }
+    }
+
+    /// Counts and renders a handler's outcome.
+    fn respond(&self, result: Result<Response, Problem>) -> Response {
+        match result {
+            Ok(response) => {
+                self.accepted.inc();
+                response
+            }
+            Err(problem) => {
+                self.rejected.inc();
+                problem.into_response()
+            }
+        }
+    }
+}
+
+/// The command API routes, with `/health/*` and `/metrics` merged in.
+pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
+    let ready = platform::http::postgres_ready(state.store.pool().clone());
+    Router::new()
+        .route("/v1/patients", post(patients::register))
+        .route("/v1/patients/{id}", patch(patients::update))
+        .route("/v1/appointments", post(appointments::schedule))
+        .route("/v1/appointments/{id}/cancel", post(appointments::cancel))
+        .route("/v1/encounters", post(encounters::start))
+        .route("/v1/encounters/{id}/complete", post(encounters::complete))
+        .route("/v1/observations", post(observations::record))
+        .route("/v1/medication-requests", post(medications::prescribe))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(platform::http::ops_router(metrics, ready))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Who sent a command, in which role, as part of which request.
+pub(crate) struct CommandMeta {
+    pub caller: Caller,
+    pub role: Role,
+    pub correlation_id: String,
+    pub traceparent: Option<String>,
+    /// `(key, request hash)` when the request carries an `Idempotency-Key`.
+    pub idempotency: Option<(String, String)>,
+}
+
+impl CommandMeta {
+    pub fn actor(&self) -> Actor {
+        self.caller.actor(self.role)
+    }
+}
+
+/// A received command: its metadata, its typed body and the raw JSON.
+pub(crate) struct Received<B> {
+    pub meta: CommandMeta,
+    pub body: B,
+    pub json: serde_json::Value,
+}
+
+/// What reading a request produced.
+pub(crate) enum Incoming<B> {
+    Fresh(Received<B>),
+    /// A retry of a request that already succeeded: its original response.
+    Replay(Response),
+}
+
+/// Reads a command request: the role (403), the body (413, 400), an `Idempotency-Key` replay,
+/// and the body's shape (422 with the failing member's path).
+pub(crate) async fn receive<B: DeserializeOwned>(
+    app: &AppState,
+    caller: Caller,
+    allowed: &[Role],
+    route: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Incoming<B>, Problem> {
+    let role = caller.require_any(allowed)?;
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            Problem::bad_request(rejection.body_text())
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let idempotency = idempotency_key(headers)?.map(|key| {
+        let hash = Sha256::new()
+            .chain_update(route.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(json.to_string().as_bytes())
+            .finalize();
+        (key, format!("{hash:x}"))
+    });
+    if let Some((key, hash)) = &idempotency
+        && let Some(stored) = app
+            .store
+            .stored_response(&caller.claims.sub, key)
+            .await
+            .map_err(store_unavailable)?
+    {
+        return replay(app, stored, hash).map(Incoming::Replay);
+    }
+    if !json.is_object() {
+        return Err(Problem::validation(vec![FieldError::new(
+            "$",
+            "must be a JSON object",
+        )]));
+    }
+    let body = serde_path_to_error::deserialize(&json).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "$".to_string()
+        } else {
+            format!("$.{path}")
+        };
+        Problem::validation(vec![FieldError::new(field, e.inner().to_string())])
+    })?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 55 && v.split('-').count() == 4)
+        .map(str::to_string);
+    Ok(Incoming::Fresh(Received {
+        meta: CommandMeta {
+            caller,
+            role,
+            correlation_id: platform::http::request_id(headers),
+            traceparent,
+            idempotency,
+        },
+        body,
+        json,
+    }))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible characters"
+            ))
+        })
+}
+
+/// The original response to a retried request, or 422 if the key was used for another request.
+fn replay(app: &AppState, stored: StoredResponse, request_hash: &str) -> Result<Response, Problem> {
+    if stored.request_hash != request_hash {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different request; use a new key for a new command",
+        ));
+    }
+    app.replayed.inc();
+    let mut response = stored.into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+impl IntoResponse for StoredResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(etag) = self
+            .etag
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(header::ETAG, etag);
+        }
+        if let Some(location) = self
+            .location
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(header::LOCATION, location);
+        }
+        response
+    }
+}
+
+/// Parses the typed body into a valid command, or a 422 with every failing field.
+pub(crate) fn valid<T>(parsed: Result<T, Vec<FieldError>>) -> Result<T, Problem> {
+    parsed.map_err(Problem::validation)
+}
+
+pub(crate) fn store_unavailable(e: sqlx::Error) -> Problem {
+    tracing::error!(error = %e, "event store unavailable");
+    Problem::unavailable("the event store is unavailable; retry later")
+}
+
+fn conflict(aggregate: &str, current: i64) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "version-conflict",
+        "Version conflict",
+        format!("the {aggregate} is at version {current}; reload it and retry with If-Match: \"{current}\""),
+    )
+    .with("currentVersion", current)
+}
+
+pub(crate) fn rejected(aggregate: &str, rejection: Rejection, version: i64) -> Problem {
+    match rejection {
+        Rejection::NotFound(detail) => Problem::not_found(detail),
+        Rejection::AlreadyExists(_) => conflict(aggregate, version),
+        rule @ Rejection::Rule { .. } => Problem::validation(rule.field_errors()),
+    }
+}
+
+/// 404 for a referenced aggregate that does not exist, naming the member that referenced it.
+pub(crate) fn missing(field: &str, what: &str, id: Uuid) -> Problem {
+    Problem::not_found(format!("no {what} {id}"))
+        .with_errors(vec![FieldError::new(field, format!("no such {what}"))])
+}
+
+/// 404 unless the patient exists.
+pub(crate) async fn require_patient(app: &AppState, patient_id: Uuid) -> Result<(), Problem> {
+    let exists = app
+        .store
+        .exists(crate::domain::patient::Patient::TYPE, patient_id)
+        .await
+        .map_err(store_unavailable)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(missing("$.patientId", "patient", patient_id))
+    }
+}
+
+/// Loads an aggregate: its state and version (`None`, 0 if it does not exist).
+pub(crate) async fn load<A: Aggregate>(
+    app: &AppState,
+    id: Uuid,
+) -> Result<(Option<A>, i64), Problem> {
+    let stream = app
+        .store
+        .load(A::TYPE, id)
+        .await
+        .map_err(store_unavailable)?;
+    let mut state = None;
+    for stored in &stream {
+        let event = A::Event::from_stored(&stored.envelope.event_type, stored.payload.clone()).map_err(|e| {
+            tracing::error!(event_id = %stored.envelope.event_id, error = %e, "undecodable stored event");
+            Problem::internal("a stored event could not be read")
+        })?;
+        state = A::apply(state, &event);
+    }
+    Ok((state, stream.len() as i64))
+}
+
+/// Wraps decided events in envelopes, numbered on from `from_version`.
+pub(crate) fn new_events<E: AggregateEvent>(
+    aggregate_id: Uuid,
+    from_version: i64,
+    decided: &[E],
+    meta: &CommandMeta,
+) -> Vec<NewEvent> {
+    let actor = meta.actor();
+    decided
+        .iter()
+        .enumerate()
+        .map(|(i, event)| NewEvent {
+            envelope: Envelope {
+                event_id: Uuid::now_v7(),
+                event_type: event.event_type().to_string(),
+                aggregate_id,
+                aggregate_version: from_version + i as i64 + 1,
+                occurred_at: Utc::now(),
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: None,
+                actor: actor.clone(),
+            },
+            payload: event.payload(),
+            topic: event.topic(),
+        })
+        .collect()
+}
+
+/// Reads `If-Match: "<version>"` (also `W/"<n>"` or a bare number): 412 if absent, 400 if malformed.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<i64, Problem> {
+    let raw = headers.get(header::IF_MATCH).ok_or_else(|| {
+        Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-required",
+            "If-Match required",
+            "send If-Match with the version you read (the ETag of the last response)",
+        )
+    })?;
+    raw.to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| Problem::bad_request("If-Match must be a version number such as \"3\""))
+}
+
+/// One command against one aggregate (plus, in `also`, events for other streams that must
+/// commit with it).
+pub(crate) struct Execution<'a, A: Aggregate> {
+    pub app: &'a AppState,
+    pub meta: &'a CommandMeta,
+    pub id: Uuid,
+    /// `Some(version)` for updates (`If-Match`); `None` for creations.
+    pub expected: Option<i64>,
+    pub command: A::Command,
+    pub status: StatusCode,
+    /// `/v1/<collection>/{id}` is the aggregate's location.
+    pub collection: &'static str,
+    pub also: Vec<StreamAppend>,
+}
+
+impl<A: Aggregate> Execution<'_, A> {
+    /// Decides and appends; answers `{id, version, eventIds, consistencyToken}` with `ETag`.
+    pub async fn run(self) -> Result<Response, Problem> {
+        let Execution {
+            app,
+            meta,
+            id,
+            expected,
+            command,
+            status,
+            collection,
+            also,
+        } = self;
+        let (state, version) = load::<A>(app, id).await?;
+        if let Some(expected) = expected {
+            if state.is_none() {
+                return Err(Problem::not_found(format!("no {} {id}", A::TYPE)));
+            }
+            if version != expected {
+                return Err(conflict(A::TYPE, version));
+            }
+        }
+        let decided = A::decide(state.as_ref(), command, Utc::now())
+            .map_err(|r| rejected(A::TYPE, r, version))?;
+        let events = new_events(id, version, &decided, meta);
+        let new_version = version + events.len() as i64;
+        let token = ConsistencyToken {
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: id,
+            version: new_version,
+        };
+        let body = serde_json::json!({
+            "id": id,
+            "version": new_version,
+            "eventIds": events.iter().map(|e| e.envelope.event_id).collect::<Vec<_>>(),
+            "consistencyToken": token.to_string(),
+        });
+        let response = StoredResponse {
+            principal: meta.caller.claims.sub.clone(),
+            key: String::new(),
+            request_hash: String::new(),
+            status: status.as_u16(),
+            body,
+            location: Some(format!("/v1/{collection}/{id}")),
+            etag: Some(format!("\"{new_version}\"")),
+        };
+        let stored = meta.idempotency.as_ref().map(|(key, hash)| StoredResponse {
+            key: key.clone(),
+            request_hash: hash.clone(),
+            ..response.clone()
+        });
+        let mut streams = vec![StreamAppend {
+            aggregate_type: A::TYPE,
+            aggregate_id: id,
+            expected_version: version,
+            events,
+        }];
+        streams.extend(also);
+        match app
+            .store
+            .append(&streams, meta.traceparent.as_deref(), stored.as_ref())
+            .await
+        {
+            Ok(()) => Ok(response.into_response()),
+            Err(AppendError::Conflict { current }) => Err(conflict(A::TYPE, current)),
+            Err(AppendError::AlreadyProcessed) => {
+                // A concurrent request with the same key committed first: answer as it did.
+                let (key, hash) = meta
+                    .idempotency
+                    .as_ref()
+                    .expect("only keyed requests are deduplicated");
+                let first = app
+                    .store
+                    .stored_response(&meta.caller.claims.sub, key)
+                    .await
+                    .map_err(store_unavailable)?
+                    .ok_or_else(|| {
+                        Problem::unavailable("the concurrent request did not commit; retry")
+                    })?;
+                replay(app, first, hash)
+            }
+            Err(AppendError::Store(e)) => Err(store_unavailable(e)),
+        }
+    }
+}

@@ -1,0 +1,848 @@
+//! Journey: clinicians and front desks write every clinical command; each lands its event on
+//! the right topic, each rule refuses bad commands with 422 and the field, and nothing refused
+//! is written.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use events::Role;
+use events::catalog::{
+    APPOINTMENT_CANCELLED, APPOINTMENT_SCHEDULED, ENCOUNTER_COMPLETED, ENCOUNTER_STARTED,
+    MEDICATION_PRESCRIBED, OBSERVATION_CREATED,
+};
+use rdkafka::message::{Headers, Message};
+use reqwest::Method;
+use schemas::EventCodec;
+use serde_json::{Value, json};
+use tests::{Stack, ada, read_topic, token};
+
+pub fn at_hours(hours: i64) -> String {
+    (Utc::now() + chrono::Duration::minutes(hours * 60)).to_rfc3339()
+}
+
+pub fn schedule_body(patient: &str, start_hours: i64, end_hours: i64) -> Value {
+    json!({"patientId": patient, "practitionerId": "dr-hopper", "start": at_hours(start_hours), "end": at_hours(end_hours),
+           "serviceType": {"system": "http://snomed.info/sct", "code": "11429006", "display": "Consultation"}})
+}
+
+pub fn encounter_body(patient: &str, appointment: Option<&str>) -> Value {
+    let mut body = json!({"patientId": patient, "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}});
+    if let Some(a) = appointment {
+        body["appointmentId"] = a.into();
+    }
+    body
+}
+
+pub fn vital_body(
+    patient: &str,
+    encounter: Option<&str>,
+    code: &str,
+    value: f64,
+    unit: &str,
+) -> Value {
+    let mut body = json!({"patientId": patient, "status": "final", "code": {"system": "http://loinc.org", "code": code},
+                          "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org"}});
+    if let Some(e) = encounter {
+        body["encounterId"] = e.into();
+    }
+    body
+}
+
+pub fn prescription_body(patient: &str, encounter: Option<&str>) -> Value {
+    let mut body = json!({"patientId": patient, "status": "active", "intent": "order",
+        "medication": {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "314076", "display": "lisinopril 10 MG Oral Tablet"},
+        "dosage": {"text": "10 mg once a day", "dose": {"value": 10, "unit": "mg"}, "frequency": 1, "period": 1, "periodUnit": "d"},
+        "dispenseQuantity": {"value": 30, "unit": "{tbl}"}, "refills": 2});
+    if let Some(e) = encounter {
+        body["encounterId"] = e.into();
+    }
+    body
+}
+
+pub async fn send(
+    stack: &Stack,
+    method: Method,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Value) {
+    let (status, _, json) = stack
+        .command(
+            method,
+            path,
+            Some(token),
+            headers,
+            body.to_string().into_bytes(),
+        )
+        .await;
+    (status, json)
+}
+
+pub async fn event_count(stack: &Stack) -> i64 {
+    let pool = sqlx::PgPool::connect(&stack.databases.event_store)
+        .await
+        .expect("event store");
+    let count = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    count
+}
+
+fn id(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .to_string()
+}
+
+/// Waits (bounded) for the record with `key` on `topic`; returns its headers and decoded value.
+async fn on_topic(
+    stack: &Stack,
+    topic: &str,
+    key: &str,
+) -> (std::collections::HashMap<String, String>, Value) {
+    let codec = EventCodec::new(&stack.cluster.registry_url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found: Vec<_> = read_topic(&stack.cluster.brokers, topic)
+            .into_iter()
+            .filter(|m| m.key() == Some(key.as_bytes()))
+            .collect();
+        if let [message] = found.as_slice() {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return (
+                headers,
+                codec
+                    .decode_json(message.payload())
+                    .await
+                    .expect("decodes")
+                    .json,
+            );
+        }
+        assert!(
+            found.len() <= 1,
+            "{topic} holds {} records for {key}",
+            found.len()
+        );
+        assert!(Instant::now() < deadline, "no record for {key} on {topic}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_command_lands_its_event_on_its_topic_with_key_and_envelope() {
+    let stack = Stack::start().await;
+    let admin = token(Role::Admin, "front-desk", None);
+    let doc = token(Role::Practitioner, "dr-hopper", None);
+    let patient = id(&stack.register(&ada()).await);
+
+    let (s, appointment) = send(
+        &stack,
+        Method::POST,
+        "/v1/appointments",
+        &admin,
+        &[],
+        &schedule_body(&patient, 24, 25),
+    )
+    .await;
+    assert_eq!(s, 201, "{appointment}");
+    let (s, encounter) = send(
+        &stack,
+        Method::POST,
+        "/v1/encounters",
+        &doc,
+        &[],
+        &encounter_body(&patient, Some(&id(&appointment))),
+    )
+    .await;
+    assert_eq!(s, 201, "{encounter}");
+    let (s, observation) = send(
+        &stack,
+        Method::POST,
+        "/v1/observations",
+        &doc,
+        &[],
+        &vital_body(&patient, Some(&id(&encounter)), "8867-4", 72.0, "/min"),
+    )
+    .await;
+    assert_eq!(s, 201, "{observation}");
+    let (s, prescription) = send(
+        &stack,
+        Method::POST,
+        "/v1/medication-requests",
+        &doc,
+        &[],
+        &prescription_body(&patient, Some(&id(&encounter))),
+    )
+    .await;
+    assert_eq!(s, 201, "{prescription}");
+    let complete = format!("/v1/encounters/{}/complete", id(&encounter));
+    let (s, completed) = send(
+        &stack,
+        Method::POST,
+        &complete,
+        &doc,
+        &[("If-Match", "\"1\"")],
+        &json!({"dischargeDisposition": "home"}),
+    )
+    .await;
+    assert_eq!(
+        (s, completed["version"].clone()),
+        (200, json!(2)),
+        "{completed}"
+    );
+    let (_, other) = send(
+        &stack,
+        Method::POST,
+        "/v1/appointments",
+        &admin,
+        &[],
+        &schedule_body(&patient, 48, 49),
+    )
+    .await;
+    let cancel = format!("/v1/appointments/{}/cancel", id(&other));
+    let (s, cancelled) = send(
+        &stack,
+        Method::POST,
+        &cancel,
+        &admin,
+        &[("If-Match", "1")],
+        &json!({"reason": "patient"}),
+    )
+    .await;
+    assert_eq!(
+        (s, cancelled["version"].clone()),
+        (200, json!(2)),
+        "{cancelled}"
+    );
+
+    // The first appointment was fulfilled by the encounter: it cannot be cancelled any more.
+    let fulfilled = format!("/v1/appointments/{}/cancel", id(&appointment));
+    let (s, refused) = send(
+        &stack,
+        Method::POST,
+        &fulfilled,
+        &admin,
+        &[("If-Match", "2")],
+        &json!({"reason": "patient"}),
+    )
+    .await;
+    assert_eq!(
+        (s, refused["errors"][0]["field"].clone()),
+        (422, json!("$")),
+        "{refused}"
+    );
+
+    let expected = [
+        (
+            APPOINTMENT_SCHEDULED,
+            &appointment,
+            1,
+            "AppointmentScheduled",
+            "admin",
+        ),
+        (
+            ENCOUNTER_STARTED,
+            &encounter,
+            1,
+            "EncounterStarted",
+            "practitioner",
+        ),
+        (
+            OBSERVATION_CREATED,
+            &observation,
+            1,
+            "ObservationCreated",
+            "practitioner",
+        ),
+        (
+            MEDICATION_PRESCRIBED,
+            &prescription,
+            1,
+            "MedicationPrescribed",
+            "practitioner",
+        ),
+        (
+            ENCOUNTER_COMPLETED,
+            &completed,
+            2,
+            "EncounterCompleted",
+            "practitioner",
+        ),
+        (
+            APPOINTMENT_CANCELLED,
+            &cancelled,
+            2,
+            "AppointmentCancelled",
+            "admin",
+        ),
+    ];
+    for (topic, response, version, event_type, role) in expected {
+        let key = id(response);
+        let event_id = response["eventIds"][0].as_str().unwrap();
+        let (headers, record) = on_topic(&stack, topic, &key).await;
+        assert_eq!(headers["event_type"], event_type, "{topic}");
+        assert_eq!(headers["event_id"], event_id, "{topic}");
+        assert_eq!(record["event_id"], event_id, "{topic}");
+        assert_eq!(record["aggregate_id"], key.as_str(), "{topic}");
+        assert_eq!(record["aggregate_version"], version, "{topic}");
+        assert_eq!(record["actor"]["role"], role, "{topic}");
+        assert_eq!(record["patient_id"], patient.as_str(), "{topic}");
+    }
+    let (_, started) = on_topic(&stack, ENCOUNTER_STARTED, &id(&encounter)).await;
+    assert_eq!(
+        (
+            started["encounter_class"]["code"].clone(),
+            started["appointment_id"].clone()
+        ),
+        (json!("AMB"), json!(id(&appointment)))
+    );
+    assert_eq!(started["practitioner_id"], "dr-hopper");
+    let (_, vital) = on_topic(&stack, OBSERVATION_CREATED, &id(&observation)).await;
+    assert_eq!(
+        (
+            vital["value_quantity"]["unit"].clone(),
+            vital["category"].clone()
+        ),
+        (json!("/min"), json!("vital-signs"))
+    );
+    let (_, rx) = on_topic(&stack, MEDICATION_PRESCRIBED, &id(&prescription)).await;
+    assert_eq!(
+        (
+            rx["medication"]["code"].clone(),
+            rx["dosage"]["period_unit"].clone()
+        ),
+        (json!("314076"), json!("d"))
+    );
+    // The fulfilment stays in the event store: no topic carries it.
+    let scheduled_topic = read_topic(&stack.cluster.brokers, APPOINTMENT_CANCELLED);
+    assert!(
+        !scheduled_topic
+            .iter()
+            .any(|m| m.key() == Some(id(&appointment).as_bytes()))
+    );
+}
+
+#[tokio::test]
+async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() {
+    let stack = Stack::start().await;
+    let admin = token(Role::Admin, "front-desk", None);
+    let doc = token(Role::Practitioner, "dr-hopper", None);
+    let patient = id(&stack.register(&ada()).await);
+    let other_patient = id(&stack.register(&ada()).await);
+    let (_, appointment) = send(
+        &stack,
+        Method::POST,
+        "/v1/appointments",
+        &admin,
+        &[],
+        &schedule_body(&patient, 24, 25),
+    )
+    .await;
+    let (_, encounter) = send(
+        &stack,
+        Method::POST,
+        "/v1/encounters",
+        &doc,
+        &[],
+        &encounter_body(&patient, None),
+    )
+    .await;
+    let (appointment, encounter) = (id(&appointment), id(&encounter));
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let before = event_count(&stack).await;
+
+    let with = |mut body: Value, path: &str, value: Value| {
+        let mut at = &mut body;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[parts[parts.len() - 1]] = value;
+        body
+    };
+    let without = |mut body: Value, key: &str| {
+        body.as_object_mut().unwrap().remove(key);
+        body
+    };
+    let schedule = schedule_body(&patient, 24, 25);
+    let start = encounter_body(&patient, None);
+    let vital = vital_body(&patient, None, "8867-4", 72.0, "/min");
+    let rx = prescription_body(&patient, None);
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        // Appointments: start < end, both present, not in the past, at most 24 h, a real patient.
+        (
+            "/v1/appointments",
+            &admin,
+            schedule_body(&patient, 25, 24),
+            422,
+            "$.end",
+        ),
+        (
+            "/v1/appointments",
+            &admin,
+            schedule_body(&patient, -2, -1),
+            422,
+            "$.start",
+        ),
+        (
+            "/v1/appointments",
+            &admin,
+            schedule_body(&patient, 24, 49),
+            422,
+            "$.end",
+        ),
+        (
+            "/v1/appointments",
+            &admin,
+            without(schedule.clone(), "end"),
+            422,
+            "$.end",
+        ),
+        (
+            "/v1/appointments",
+            &admin,
+            with(schedule.clone(), "start", json!("next tuesday")),
+            422,
+            "$.start",
+        ),
+        (
+            "/v1/appointments",
+            &admin,
+            with(schedule.clone(), "patientId", json!(nobody)),
+            404,
+            "$.patientId",
+        ),
+        // Encounters: an ActCode class, not in the future, the patient's own appointment.
+        (
+            "/v1/encounters",
+            &doc,
+            with(start.clone(), "class.code", json!("WALKIN")),
+            422,
+            "$.class.code",
+        ),
+        (
+            "/v1/encounters",
+            &doc,
+            with(start.clone(), "class.system", json!("urn:x")),
+            422,
+            "$.class.system",
+        ),
+        (
+            "/v1/encounters",
+            &doc,
+            with(start.clone(), "startedAt", json!(at_hours(3))),
+            422,
+            "$.startedAt",
+        ),
+        (
+            "/v1/encounters",
+            &doc,
+            encounter_body(&other_patient, Some(&appointment)),
+            422,
+            "$.appointmentId",
+        ),
+        (
+            "/v1/encounters",
+            &doc,
+            encounter_body(&patient, Some(&nobody)),
+            404,
+            "$.appointmentId",
+        ),
+        (
+            "/v1/encounters",
+            &doc,
+            encounter_body(&nobody, None),
+            404,
+            "$.patientId",
+        ),
+        // Observations: LOINC, vital signs in their UCUM unit and plausible.
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, None, "8867-4", 72.0, "bpm"),
+            422,
+            "$.valueQuantity.unit",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, None, "8867-4", 400.0, "/min"),
+            422,
+            "$.valueQuantity.value",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, None, "8310-5", 98.6, "[degF]"),
+            422,
+            "$.valueQuantity.unit",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, None, "8310-5", 60.0, "Cel"),
+            422,
+            "$.valueQuantity.value",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, None, "29463-7", 154.0, "[lb_av]"),
+            422,
+            "$.valueQuantity.unit",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            with(
+                vital.clone(),
+                "code.system",
+                json!("http://snomed.info/sct"),
+            ),
+            422,
+            "$.code.system",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            with(vital.clone(), "code.code", json!("8867-5")),
+            422,
+            "$.code.code",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            without(vital.clone(), "valueQuantity"),
+            422,
+            "$.valueQuantity",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&other_patient, Some(&encounter), "8867-4", 72.0, "/min"),
+            422,
+            "$.encounterId",
+        ),
+        (
+            "/v1/observations",
+            &doc,
+            vital_body(&patient, Some(&nobody), "8867-4", 72.0, "/min"),
+            404,
+            "$.encounterId",
+        ),
+        // Prescriptions: RxNorm, FHIR status and intent.
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(
+                rx.clone(),
+                "medication.system",
+                json!("http://snomed.info/sct"),
+            ),
+            422,
+            "$.medication.system",
+        ),
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(rx.clone(), "medication.code", json!("lisinopril")),
+            422,
+            "$.medication.code",
+        ),
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(rx.clone(), "status", json!("ongoing")),
+            422,
+            "$.status",
+        ),
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(rx.clone(), "intent", json!("wish")),
+            422,
+            "$.intent",
+        ),
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(rx.clone(), "refills", json!(-1)),
+            422,
+            "$.refills",
+        ),
+        (
+            "/v1/medication-requests",
+            &doc,
+            with(rx.clone(), "patientId", json!(nobody)),
+            404,
+            "$.patientId",
+        ),
+        // Patients.
+        (
+            "/v1/patients",
+            &admin,
+            with(ada(), "gender", json!("f")),
+            422,
+            "$.gender",
+        ),
+        (
+            "/v1/patients",
+            &admin,
+            with(ada(), "birthDate", json!("2999-01-01")),
+            422,
+            "$.birthDate",
+        ),
+        (
+            "/v1/patients",
+            &admin,
+            with(
+                ada(),
+                "identifier",
+                json!([{"system": "ssn", "value": "1"}]),
+            ),
+            422,
+            "$.identifier[0].system",
+        ),
+        (
+            "/v1/patients",
+            &admin,
+            with(ada(), "identifier", json!([])),
+            422,
+            "$.identifier",
+        ),
+        (
+            "/v1/patients",
+            &admin,
+            with(ada(), "preferredLanguage", json!("english")),
+            422,
+            "$.preferredLanguage",
+        ),
+    ];
+    for (path, who, body, status, field) in cases {
+        let (s, answer) = send(&stack, Method::POST, path, who, &[], &body).await;
+        assert_eq!(s, status, "{path} {field}: {answer}");
+        let fields: Vec<&str> = answer["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{path}: expected {field}, got {answer}"
+        );
+    }
+
+    // Roles: who may write what.
+    let patient_token = token(Role::Patient, "ada", Some(patient.parse().unwrap()));
+    let auditor = token(Role::Auditor, "auditor", None);
+    for (path, who, body) in [
+        ("/v1/appointments", &patient_token, &schedule),
+        ("/v1/encounters", &admin, &start),
+        ("/v1/observations", &admin, &vital),
+        ("/v1/medication-requests", &auditor, &rx),
+        ("/v1/patients", &doc, &ada()),
+        ("/v1/patients", &auditor, &ada()),
+    ] {
+        assert_eq!(
+            send(&stack, Method::POST, path, who, &[], body).await.0,
+            403,
+            "{path}"
+        );
+    }
+
+    // Unknown aggregates, missing and stale versions.
+    let cancel = |id: &str| format!("/v1/appointments/{id}/cancel");
+    let complete = |id: &str| format!("/v1/encounters/{id}/complete");
+    let reason = json!({"reason": "patient"});
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &cancel(&nobody),
+            &admin,
+            &[("If-Match", "1")],
+            &reason
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &cancel("not-an-id"),
+            &admin,
+            &[("If-Match", "1")],
+            &reason
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &cancel(&patient),
+            &admin,
+            &[("If-Match", "1")],
+            &reason
+        )
+        .await
+        .0,
+        404,
+        "a patient is no appointment"
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &complete(&nobody),
+            &doc,
+            &[("If-Match", "1")],
+            &json!({})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::PATCH,
+            &format!("/v1/patients/{nobody}"),
+            &admin,
+            &[("If-Match", "1")],
+            &json!({"gender": "other"})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &cancel(&appointment),
+            &admin,
+            &[],
+            &reason
+        )
+        .await
+        .0,
+        412
+    );
+    let (s, stale) = send(
+        &stack,
+        Method::POST,
+        &cancel(&appointment),
+        &admin,
+        &[("If-Match", "\"5\"")],
+        &reason,
+    )
+    .await;
+    assert_eq!((s, stale["currentVersion"].clone()), (409, json!(1)));
+    let (s, stale) = send(
+        &stack,
+        Method::POST,
+        &complete(&encounter),
+        &doc,
+        &[("If-Match", "3")],
+        &json!({}),
+    )
+    .await;
+    assert_eq!((s, stale["currentVersion"].clone()), (409, json!(1)));
+    let (s, early) = send(
+        &stack,
+        Method::POST,
+        &complete(&encounter),
+        &doc,
+        &[("If-Match", "1")],
+        &json!({"endedAt": "2001-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        (s, early["errors"][0]["field"].clone()),
+        (422, json!("$.endedAt"))
+    );
+
+    assert_eq!(
+        event_count(&stack).await,
+        before,
+        "a refused command wrote an event"
+    );
+
+    // And the state rules: cancel once, complete once.
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &cancel(&appointment),
+            &admin,
+            &[("If-Match", "1")],
+            &reason
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, twice) = send(
+        &stack,
+        Method::POST,
+        &cancel(&appointment),
+        &admin,
+        &[("If-Match", "2")],
+        &reason,
+    )
+    .await;
+    assert_eq!(
+        (s, twice["errors"][0]["field"].clone()),
+        (422, json!("$")),
+        "{twice}"
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &complete(&encounter),
+            &doc,
+            &[("If-Match", "1")],
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send(
+            &stack,
+            Method::POST,
+            &complete(&encounter),
+            &doc,
+            &[("If-Match", "2")],
+            &json!({})
+        )
+        .await
+        .0,
+        422
+    );
+    assert_eq!(event_count(&stack).await, before + 2);
+}
