@@ -16,8 +16,9 @@ use std::time::Duration;
 use platform::metrics::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schemas::EventCodec;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -55,6 +56,7 @@ struct RelayMetrics {
 /// Publishes the outbox.
 pub struct Relay {
     pool: PgPool,
+    producer_config: ClientConfig,
     producer: FutureProducer,
     codec: Arc<EventCodec>,
     config: RelayConfig,
@@ -62,13 +64,15 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A relay publishing with a producer made from `producer_config` (remade after a fatal error).
     pub fn new(
         pool: PgPool,
-        producer: FutureProducer,
+        producer_config: ClientConfig,
         codec: Arc<EventCodec>,
         config: RelayConfig,
         metrics: &Metrics,
-    ) -> Self {
+    ) -> rdkafka::error::KafkaResult<Self> {
+        let producer = producer_config.create()?;
         let metrics = RelayMetrics {
             published: metrics.register(
                 "outbox_published",
@@ -91,17 +95,30 @@ impl Relay {
                 Gauge::default(),
             ),
         };
-        Relay {
+        Ok(Relay {
             pool,
+            producer_config,
             producer,
             codec,
             config,
             metrics,
+        })
+    }
+
+    /// Replaces the producer if librdkafka declared it unusable (e.g. a restarted broker lost
+    /// the idempotent producer's state); its unacknowledged rows are simply retried.
+    fn recover_producer(&mut self) {
+        if let Some(fatal) = self.producer.client().fatal_error() {
+            tracing::error!(error = ?fatal, "the Kafka producer failed fatally; creating a new one");
+            match self.producer_config.create() {
+                Ok(producer) => self.producer = producer,
+                Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+            }
         }
     }
 
     /// Runs until `shutdown` fires.
-    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut last_gauges = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             if *shutdown.borrow() {
@@ -116,6 +133,7 @@ impl Relay {
                 Ok(_) => Duration::ZERO,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay batch failed; retrying");
+                    self.recover_producer();
                     self.config.retry_wait
                 }
             };

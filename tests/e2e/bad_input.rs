@@ -5,17 +5,7 @@ use events::Role;
 use reqwest::Method;
 use tests::{Stack, TEST_JWT_SECRET, ada, token};
 
-async fn event_count(stack: &Stack) -> i64 {
-    let pool = sqlx::PgPool::connect(&stack.databases.event_store)
-        .await
-        .expect("event store");
-    let count = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    count
-}
+use crate::commands::event_count;
 
 fn assert_problem(
     status: u16,

@@ -144,6 +144,49 @@ async fn on_topic(
     }
 }
 
+/// A patient with a booked appointment and an encounter in progress, and the tokens of the
+/// front desk and a practitioner.
+pub struct Clinic {
+    pub admin: String,
+    pub doc: String,
+    pub patient: String,
+    pub appointment: String,
+    pub encounter: String,
+}
+
+pub async fn clinic(stack: &Stack) -> Clinic {
+    let admin = token(Role::Admin, "front-desk", None);
+    let doc = token(Role::Practitioner, "dr-hopper", None);
+    let patient = id(&stack.register(&ada()).await);
+    let (s, appointment) = send(
+        stack,
+        Method::POST,
+        "/v1/appointments",
+        &admin,
+        &[],
+        &schedule_body(&patient, 24, 25),
+    )
+    .await;
+    assert_eq!(s, 201, "{appointment}");
+    let (s, encounter) = send(
+        stack,
+        Method::POST,
+        "/v1/encounters",
+        &doc,
+        &[],
+        &encounter_body(&patient, None),
+    )
+    .await;
+    assert_eq!(s, 201, "{encounter}");
+    Clinic {
+        appointment: id(&appointment),
+        encounter: id(&encounter),
+        admin,
+        doc,
+        patient,
+    }
+}
+
 #[tokio::test]
 async fn every_command_lands_its_event_on_its_topic_with_key_and_envelope() {
     let stack = Stack::start().await;
@@ -341,29 +384,14 @@ async fn every_command_lands_its_event_on_its_topic_with_key_and_envelope() {
 #[tokio::test]
 async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() {
     let stack = Stack::start().await;
-    let admin = token(Role::Admin, "front-desk", None);
-    let doc = token(Role::Practitioner, "dr-hopper", None);
-    let patient = id(&stack.register(&ada()).await);
+    let Clinic {
+        admin,
+        doc,
+        patient,
+        appointment,
+        encounter,
+    } = clinic(&stack).await;
     let other_patient = id(&stack.register(&ada()).await);
-    let (_, appointment) = send(
-        &stack,
-        Method::POST,
-        "/v1/appointments",
-        &admin,
-        &[],
-        &schedule_body(&patient, 24, 25),
-    )
-    .await;
-    let (_, encounter) = send(
-        &stack,
-        Method::POST,
-        "/v1/encounters",
-        &doc,
-        &[],
-        &encounter_body(&patient, None),
-    )
-    .await;
-    let (appointment, encounter) = (id(&appointment), id(&encounter));
     let nobody = uuid::Uuid::now_v7().to_string();
     let before = event_count(&stack).await;
 

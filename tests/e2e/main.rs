@@ -2,7 +2,10 @@
 
 mod bad_input;
 mod commands;
+mod concurrency;
 mod contract;
+mod fuzz;
+mod outage;
 mod restart;
 mod walking_skeleton;
 

@@ -218,3 +218,50 @@ async fn a_patient_reads_only_their_own_record_and_denials_are_audited() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn replay_tool_lists_every_access_including_the_end_of_the_last_batch() {
+    let stack = Stack::start().await;
+    let id = stack.register(&ada()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let _ = read_until_visible(&stack, &id, "dr-hopper").await;
+    // Ten reads at once: the audit producer batches their records into one partition.
+    let practitioner = token(Role::Practitioner, "dr-burst", None);
+    let request_ids: Vec<String> = (0..10)
+        .map(|i| format!("burst-{i}-{}", uuid::Uuid::new_v4()))
+        .collect();
+    let headers: Vec<[(&str, &str); 1]> = request_ids
+        .iter()
+        .map(|rid| [("X-Request-Id", rid.as_str())])
+        .collect();
+    let reads = headers.iter().map(|h| {
+        stack.graphql(
+            &practitioner,
+            h,
+            PATIENT_QUERY,
+            serde_json::json!({"id": id}),
+        )
+    });
+    for (status, _, body) in futures::future::join_all(reads).await {
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["patient"].is_object(), "{body}");
+    }
+    let log = stack.replay_tool(&[
+        "audit",
+        "--patient",
+        &id,
+        "--actor",
+        "dr-burst",
+        "--format",
+        "jsonl",
+    ]);
+    for rid in &request_ids {
+        assert!(
+            log.contains(rid.as_str()),
+            "replay-tool missed {rid}:\n{log}"
+        );
+    }
+    assert_eq!(log.lines().count(), 10, "{log}");
+}

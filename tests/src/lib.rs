@@ -203,17 +203,27 @@ impl Stack {
     }
 
     pub async fn start_with(cluster: Cluster, databases: Databases) -> Stack {
+        Stack::start_with_env(cluster, databases, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment for every process.
+    pub async fn start_with_env(
+        cluster: Cluster,
+        databases: Databases,
+        extra: &[(&str, String)],
+    ) -> Stack {
         let log_dir = std::env::temp_dir()
             .join("healthplane-tests")
             .join(Uuid::new_v4().simple().to_string());
         let bins = bin_dir();
-        let kafka = [
+        let mut kafka = vec![
             ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
             (
                 "HEALTHPLANE_SCHEMA_REGISTRY_URL",
                 cluster.registry_url.clone(),
             ),
         ];
+        kafka.extend(extra.iter().cloned());
         let (command_port, projector_port, query_port) = (free_port(), free_port(), free_port());
         let mut command = Process::spawn(
             "command-api",
@@ -388,45 +398,85 @@ pub fn ada() -> serde_json::Value {
     })
 }
 
-/// Reads every record of `topic` (all partitions, up to their current ends).
+/// Reads `topic` until `done` holds for its records (bounded: 30 s), then returns them.
+/// The broker's high watermark can trail an acknowledgement by a moment, so a test that reads
+/// right after publication waits for what it expects, then checks it exactly.
+pub async fn read_topic_until(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = read_topic(brokers, topic);
+        if done(&records) || Instant::now() >= deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads every record of `topic`: all partitions at once, each until the broker says it is at
+/// the end (partition EOF after an empty fetch). The high watermark only tells which partitions
+/// are empty: the embedded broker reports it low by the size of the last batch.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
-        .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut out = Vec::new();
-    for partition in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
-        if high <= low {
-            continue;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_read_topic(brokers, topic) {
+            Ok(records) => return records,
+            // A broker that has just restarted may refuse a request or two.
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying a read of {topic}: {e}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("cannot read {topic}: {e}"),
         }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
-            .expect("offset");
-        consumer.assign(&tpl).expect("assign");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut next = low;
-        while next < high && Instant::now() < deadline {
-            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                next = message.offset() + 1;
-                out.push(message.detach());
+    }
+
+    fn try_read_topic(
+        brokers: &str,
+        topic: &str,
+    ) -> Result<Vec<rdkafka::message::OwnedMessage>, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = platform::kafka::client_config(brokers)
+            .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        let mut unfinished = std::collections::HashSet::new();
+        for partition in 0..partitions {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            if high > low {
+                assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))?;
+                unfinished.insert(partition);
             }
         }
-        assert!(
-            next >= high,
-            "could not read {topic}/{partition} to its end"
-        );
+        let mut out = Vec::new();
+        if unfinished.is_empty() {
+            return Ok(out);
+        }
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !unfinished.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "could not read {topic} to its end: partitions {unfinished:?} unfinished"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => out.push(message.detach()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    unfinished.remove(&partition);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(out)
     }
-    out
 }
 
 /// Runs the data-team example (`deploy/examples/python/consume.py`, standard confluent-kafka

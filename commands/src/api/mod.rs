@@ -282,7 +282,18 @@ pub(crate) fn valid<T>(parsed: Result<T, Vec<FieldError>>) -> Result<T, Problem>
     parsed.map_err(Problem::validation)
 }
 
+/// A failed store call: 422 for a value PostgreSQL cannot hold (SQLSTATE class 22, data
+/// exception — the edge should have refused it), else 503.
 pub(crate) fn store_unavailable(e: sqlx::Error) -> Problem {
+    if let sqlx::Error::Database(db) = &e
+        && db.code().is_some_and(|c| c.starts_with("22"))
+    {
+        tracing::warn!(error = %e, "the store refused a value the validation let through");
+        return Problem::validation(vec![FieldError::new(
+            "$",
+            "contains a value that cannot be stored",
+        )]);
+    }
     tracing::error!(error = %e, "event store unavailable");
     Problem::unavailable("the event store is unavailable; retry later")
 }

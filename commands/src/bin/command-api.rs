@@ -12,7 +12,6 @@ use commands::store::{self, EventStore};
 use platform::auth::Verifier;
 use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
-use rdkafka::producer::FutureProducer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +33,13 @@ struct Args {
     /// Do not run the outbox relay in this process (run it elsewhere).
     #[arg(long, env = "HEALTHPLANE_NO_RELAY")]
     no_relay: bool,
+    /// How long the relay lets the producer retry one event before the batch fails and is retried.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_RELAY_DELIVERY_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    relay_delivery_timeout_ms: u64,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -51,10 +57,10 @@ async fn main() -> anyhow::Result<()> {
     let relay = if args.no_relay {
         None
     } else {
-        let producer: FutureProducer =
-            platform::kafka::producer_config(&args.kafka.kafka_brokers, Duration::from_secs(30))
-                .create()
-                .context("cannot create the Kafka producer")?;
+        let producer = platform::kafka::producer_config(
+            &args.kafka.kafka_brokers,
+            Duration::from_millis(args.relay_delivery_timeout_ms),
+        );
         let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
         let relay = Relay::new(
             pool.clone(),
@@ -62,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
             codec,
             RelayConfig::default(),
             &metrics,
-        );
+        )
+        .context("cannot create the Kafka producer")?;
         Some(tokio::spawn(relay.run(stop_rx)))
     };
 

@@ -53,6 +53,13 @@ impl Checker {
                 self.fail(field, format!("must be at most {MAX_TEXT} characters"));
                 None
             }
+            Some(v)
+                if v.chars()
+                    .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+            {
+                self.fail(field, "must not contain control characters");
+                None
+            }
             Some(v) => Some(v.to_string()),
         }
     }
@@ -245,6 +252,24 @@ pub fn is_loinc(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_refuses_control_characters_but_keeps_line_breaks() {
+        let mut c = Checker::default();
+        assert_eq!(
+            c.text("$.a", Some(&"two\nlines".to_string())),
+            Some("two\nlines".to_string())
+        );
+        assert_eq!(c.text("$.b", Some(&"nul\u{0}byte".to_string())), None);
+        assert_eq!(c.text("$.c", Some(&"bell\u{7}".to_string())), None);
+        assert_eq!(
+            c.errors
+                .iter()
+                .map(|e| e.field.as_str())
+                .collect::<Vec<_>>(),
+            vec!["$.b", "$.c"]
+        );
+    }
 
     #[test]
     fn loinc_check_digits() {
