@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use platform::kafka::BrokerWatch;
 use platform::metrics::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -53,11 +54,17 @@ struct RelayMetrics {
     oldest_age: Gauge,
 }
 
+/// The relay's producer, which notes lost broker connections.
+type RelayProducer = FutureProducer<BrokerWatch>;
+
 /// Publishes the outbox.
 pub struct Relay {
     pool: PgPool,
     producer_config: ClientConfig,
-    producer: FutureProducer,
+    producer: RelayProducer,
+    watch: BrokerWatch,
+    /// When the producer was last replaced (renewals are at most one per 5 s during an outage).
+    renewed_at: std::time::Instant,
     codec: Arc<EventCodec>,
     config: RelayConfig,
     metrics: RelayMetrics,
@@ -72,7 +79,8 @@ impl Relay {
         config: RelayConfig,
         metrics: &Metrics,
     ) -> rdkafka::error::KafkaResult<Self> {
-        let producer = producer_config.create()?;
+        let watch = BrokerWatch::default();
+        let producer = producer_config.create_with_context(watch.clone())?;
         let metrics = RelayMetrics {
             published: metrics.register(
                 "outbox_published",
@@ -99,21 +107,37 @@ impl Relay {
             pool,
             producer_config,
             producer,
+            watch,
+            renewed_at: std::time::Instant::now(),
             codec,
             config,
             metrics,
         })
     }
 
-    /// Replaces the producer if librdkafka declared it unusable (e.g. a restarted broker lost
-    /// the idempotent producer's state); its unacknowledged rows are simply retried.
+    /// Replaces the producer if librdkafka declared it unusable, or after every broker
+    /// connection was lost: a broker that comes back then sees a fresh idempotent producer
+    /// session (the embedded broker wedges on a producer id from before its restart). Rows the
+    /// old producer had in flight are not marked published, so they are simply sent again.
     fn recover_producer(&mut self) {
-        if let Some(fatal) = self.producer.client().fatal_error() {
-            tracing::error!(error = ?fatal, "the Kafka producer failed fatally; creating a new one");
-            match self.producer_config.create() {
-                Ok(producer) => self.producer = producer,
-                Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        let reason = match self.producer.client().fatal_error() {
+            Some(fatal) => format!("the producer failed fatally: {fatal:?}"),
+            None if self.renewed_at.elapsed() >= Duration::from_secs(5)
+                && self.watch.take_lost() =>
+            {
+                "every broker connection was lost".to_string()
             }
+            None => return,
+        };
+        self.renewed_at = std::time::Instant::now();
+        tracing::warn!(reason, "starting a new Kafka producer session");
+        let watch = BrokerWatch::default();
+        match self.producer_config.create_with_context(watch.clone()) {
+            Ok(producer) => {
+                self.producer = producer;
+                self.watch = watch;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
         }
     }
 
@@ -128,12 +152,13 @@ impl Relay {
                 self.update_gauges().await;
                 last_gauges = std::time::Instant::now();
             }
-            let wait = match self.publish_batch().await {
+            let result = self.publish_batch().await;
+            self.recover_producer();
+            let wait = match result {
                 Ok(0) => self.config.idle_wait,
                 Ok(_) => Duration::ZERO,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay batch failed; retrying");
-                    self.recover_producer();
                     self.config.retry_wait
                 }
             };

@@ -17,7 +17,7 @@ require_free_port 9092 "Kafka"
 require_free_port 8081 "schema registry"
 require_free_port 8082 "command API"
 require_free_port 8080 "GraphQL API"
-require_free_port 9101 "projector metrics"
+for port in 9101 9102 9103 9104 9105 9106; do require_free_port "$port" "projector metrics"; done
 
 pids=()
 names=()
@@ -52,11 +52,16 @@ wait_http http://127.0.0.1:8081/health/ready 60 || die "the registry did not sta
 log "creating topics and registering schemas"
 "$HP_BIN/replay-tool" bootstrap | sed 's/^/    /'
 
-log "starting the command API, the patient projector and the GraphQL API"
+log "starting the command API, the projectors and the GraphQL API"
 start command-api "$HP_BIN/command-api"
-start projector-patient "$HP_BIN/projector" --projection patient
+PROJECTIONS=(patient appointment encounter laboratory pharmacy audit)
+for i in "${!PROJECTIONS[@]}"; do
+  start "projector-${PROJECTIONS[i]}" "$HP_BIN/projector" --projection "${PROJECTIONS[i]}" --listen "127.0.0.1:$((9101 + i))"
+done
 wait_http http://127.0.0.1:8082/health/ready 60 || die "the command API did not start; see $DATA/logs/command-api.log"
-wait_http http://127.0.0.1:9101/health/ready 60 || die "the projector did not start; see $DATA/logs/projector-patient.log"
+for i in "${!PROJECTIONS[@]}"; do
+  wait_http "http://127.0.0.1:$((9101 + i))/health/ready" 60 || die "the ${PROJECTIONS[i]} projector did not start; see $DATA/logs/projector-${PROJECTIONS[i]}.log"
+done
 start query-api "$HP_BIN/query-api"
 wait_http http://127.0.0.1:8080/health/ready 60 || die "the GraphQL API did not start; see $DATA/logs/query-api.log"
 
@@ -68,7 +73,7 @@ Healthplane is up.
   Schema registry   http://localhost:8081/subjects
   Kafka (tansu)     localhost:9092
   PostgreSQL        127.0.0.1:5432                    (postgres / postgres)
-  Metrics           http://localhost:8082/metrics, :8080/metrics, :8081/metrics, :9101/metrics
+  Projectors        patient, appointment, encounter, laboratory, pharmacy, audit: health and metrics on :9101-:9106
   Logs              $DATA/logs/
 
 Try it:

@@ -22,6 +22,48 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("invalid database URL {}", redact_url(url)))?;
     create_database_if_missing(&options).await?;
+    pool(options, max_connections, url).await
+}
+
+/// The schema that holds a service's read model. A rebuild fills a fresh schema and swaps it in
+/// under this name, so readers always see a whole model.
+pub const READ_MODEL_SCHEMA: &str = "read_model";
+
+/// Connects to `url` with `schema` (created if missing) first on the search path, so that
+/// unqualified table names resolve there.
+pub async fn connect_schema(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    anyhow::ensure!(
+        !schema.is_empty()
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "schema name `{schema}` must be lowercase letters, digits and underscores"
+    );
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database URL {}", redact_url(url)))?;
+    create_database_if_missing(&options).await?;
+    let mut conn = options
+        .connect()
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut conn)
+        .await
+        .or_else(ignore_concurrent_create)?;
+    conn.close().await.ok();
+    let options = options.options([("search_path", format!("{schema},public"))]);
+    pool(options, max_connections, url).await
+}
+
+async fn pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+    url: &str,
+) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

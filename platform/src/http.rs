@@ -16,8 +16,10 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
-/// A readiness probe: `Ok` when the service can do its work.
-pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// A readiness probe: `Ok(details)` when the service can do its work (the details, e.g. lag,
+/// go into the answer), `Err(reason)` when it cannot.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Ops {
@@ -39,10 +41,15 @@ pub fn ops_router(metrics: Arc<Metrics>, ready: ReadyCheck) -> Router {
 
 async fn ready_handler(State(ops): State<Ops>) -> impl IntoResponse {
     match (ops.ready)().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
-        ),
+        Ok(details) => {
+            let mut body = serde_json::json!({"status": "ready"});
+            if let (Some(body), serde_json::Value::Object(details)) =
+                (body.as_object_mut(), details)
+            {
+                body.extend(details);
+            }
+            (StatusCode::OK, axum::Json(body))
+        }
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"status": "not ready", "reason": reason})),
@@ -68,7 +75,7 @@ pub fn postgres_ready(pool: sqlx::PgPool) -> ReadyCheck {
             sqlx::query("SELECT 1")
                 .execute(&pool)
                 .await
-                .map(|_| ())
+                .map(|_| serde_json::json!({}))
                 .map_err(|e| format!("postgres: {e}"))
         })
     })

@@ -146,3 +146,26 @@ mod tests {
         assert!((0..12).contains(&partition_for_key(b"foobar", 12)));
     }
 }
+
+/// A client context that notes when every broker connection was lost, and logs like the
+/// default context otherwise.
+#[derive(Debug, Default, Clone)]
+pub struct BrokerWatch {
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BrokerWatch {
+    /// True once since the last call if all brokers went down in between.
+    pub fn take_lost(&self) -> bool {
+        self.lost.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+impl rdkafka::ClientContext for BrokerWatch {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.lost.store(true, std::sync::atomic::Ordering::Release);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}

@@ -1,10 +1,72 @@
 //! Projector workers: each consumes the topics it needs and maintains one service's read
-//! model in its own database.
+//! model in its own database, in the `read_model` schema.
 //!
-//! **Architecture Invariant:** projections never write to the event store; they only read
-//! topics (and, for rebuilds, the event store's history) and write their own database.
+//! **Architecture Invariant:** projections never write to the event store; they read topics
+//! and, to rebuild, the event store's history, and write only their own database.
 
+pub mod appointment;
+pub mod audit;
+pub mod encounter;
+pub mod laboratory;
 pub mod patient;
+pub mod pharmacy;
+pub mod rebuild;
 pub mod runner;
+pub mod state;
 
-pub use runner::{IncomingEvent, Projection};
+pub use runner::{Projection, Record};
+
+/// The projections, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Patient,
+    Appointment,
+    Encounter,
+    Laboratory,
+    Pharmacy,
+    Audit,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Patient,
+        Kind::Appointment,
+        Kind::Encounter,
+        Kind::Laboratory,
+        Kind::Pharmacy,
+        Kind::Audit,
+    ];
+}
+
+/// Runs `$body` with `$p` bound to the projection of `$kind` (each a different type).
+#[macro_export]
+macro_rules! with_projection {
+    ($kind:expr, |$p:ident| $body:expr) => {
+        match $kind {
+            $crate::Kind::Patient => {
+                let $p = $crate::patient::PatientProjection;
+                $body
+            }
+            $crate::Kind::Appointment => {
+                let $p = $crate::appointment::AppointmentProjection;
+                $body
+            }
+            $crate::Kind::Encounter => {
+                let $p = $crate::encounter::EncounterProjection;
+                $body
+            }
+            $crate::Kind::Laboratory => {
+                let $p = $crate::laboratory::LaboratoryProjection;
+                $body
+            }
+            $crate::Kind::Pharmacy => {
+                let $p = $crate::pharmacy::PharmacyProjection;
+                $body
+            }
+            $crate::Kind::Audit => {
+                let $p = $crate::audit::AuditProjection;
+                $body
+            }
+        }
+    };
+}

@@ -1,32 +1,33 @@
 //! The projector loop shared by every projection.
 //!
-//! Exactly-once effect: the next offset of every consumed partition is stored in the same
-//! transaction as the read-model writes, and on start the projector seeks to those stored
-//! offsets (not the consumer group's). Events are applied in `aggregate_version` order per
-//! aggregate: one that arrives before its predecessor (another topic, another partition) is
-//! held in `projection_pending` and applied when the gap fills; one already applied is a no-op.
-//! A record that cannot be decoded or applied goes to the projection's dead-letter topic with
-//! the reason, and the projector carries on.
+//! Exactly-once effect: a polled batch is applied in one transaction together with the next
+//! offset of every partition it touched, and on start the projector seeks to those stored
+//! offsets (not the consumer group's); a crash at any instant neither loses nor re-applies.
+//! Records that cannot be decoded or applied go to the projection's dead-letter topic, with
+//! the reason and their origin in headers, before the batch commits; the projector carries
+//! on. A transient failure (broker, registry or database) restarts the session from the
+//! stored offsets.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use events::Envelope;
 use events::catalog::TopicSpec;
 use platform::db::Migration;
 use platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
-use sqlx::{PgPool, Postgres, Transaction};
-use uuid::Uuid;
+use sqlx::{PgConnection, PgPool};
 
-/// Tables the runner keeps in every projection's database.
+/// Tables the runner keeps in every read-model schema.
 pub const RUNNER_MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "offsets and pending events",
@@ -49,28 +50,28 @@ pub const RUNNER_MIGRATIONS: &[Migration] = &[Migration {
 
 /// A decoded topic record.
 #[derive(Debug, Clone)]
-pub struct IncomingEvent {
+pub struct Record {
     pub topic: String,
-    pub envelope: Envelope,
     /// The whole record (envelope and event fields) as JSON.
-    pub record: serde_json::Value,
+    pub json: serde_json::Value,
 }
 
-impl IncomingEvent {
-    pub fn from_record(topic: &str, record: serde_json::Value) -> Result<Self, String> {
-        let envelope: Envelope =
-            serde_json::from_value(record.clone()).map_err(|e| format!("bad envelope: {e}"))?;
-        Ok(IncomingEvent {
-            topic: topic.to_string(),
-            envelope,
-            record,
-        })
-    }
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    /// Records that cannot be applied: (index in the batch, reason).
+    pub poison: Vec<(usize, String)>,
+}
 
-    /// The event's own fields, typed.
-    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(self.record.clone())
-            .map_err(|e| format!("{}: {e}", self.envelope.event_type))
+impl Outcome {
+    pub fn merge(&mut self, other: Outcome) {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.held += other.held;
+        self.poison.extend(other.poison);
     }
 }
 
@@ -78,31 +79,21 @@ impl IncomingEvent {
 pub trait Projection: Send + Sync + 'static {
     /// Short name: `patient`; the DLQ is `healthcare.dlq.<name>-projector`.
     fn name(&self) -> &'static str;
+    /// The service database it writes by default, e.g. `patient_service`.
+    fn database(&self) -> &'static str;
     fn topics(&self) -> &'static [&'static str];
     fn migrations(&self) -> &'static [Migration];
-    /// The version of `aggregate_id` the read model holds (0 if none).
-    fn version(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        aggregate_id: Uuid,
-    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
-    /// Applies the next event of an aggregate. `Err(Apply::Poison)` sends it to the DLQ.
+    /// Whether the event store holds this model's history (the PHI access log lives only on
+    /// its topic, which keeps it for six years).
+    fn rebuilds_from_event_store(&self) -> bool {
+        true
+    }
+    /// Applies a batch of records, set-based, in the caller's transaction.
     fn apply(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
-        event: &IncomingEvent,
-    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
-}
-
-/// Why an event could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The event is malformed for this projection: dead-letter it.
-    #[error("poison event: {0}")]
-    Poison(String),
-    /// The database failed: retry the batch.
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
+        conn: &mut PgConnection,
+        records: &[Record],
+    ) -> impl Future<Output = Result<Outcome, sqlx::Error>> + Send;
 }
 
 /// The dead-letter topic of a projection.
@@ -122,6 +113,47 @@ pub const fn dlq_spec(name: &'static str) -> TopicSpec {
     }
 }
 
+/// Creates the runner's and the projection's tables in the connection's read-model schema.
+pub async fn migrate<P: Projection>(pool: &PgPool, projection: &P) -> anyhow::Result<()> {
+    platform::db::migrate(pool, "projection-runner", RUNNER_MIGRATIONS).await?;
+    platform::db::migrate(pool, projection.name(), projection.migrations()).await
+}
+
+/// Serializes a projector's batches against a rebuild's swap of the read model (batches take
+/// it shared, the swap exclusive).
+pub async fn lock_shared(conn: &mut PgConnection, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext('projection:' || $1))")
+        .bind(projection)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Stores the next offsets of the partitions a batch touched.
+pub async fn store_offsets(
+    conn: &mut PgConnection,
+    projection: &str,
+    next: &HashMap<(String, i32), i64>,
+) -> Result<(), sqlx::Error> {
+    let (topics, (partitions, offsets)): (Vec<&str>, (Vec<i32>, Vec<i64>)) = next
+        .iter()
+        .map(|((t, p), o)| (t.as_str(), (*p, *o)))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+         SELECT $1, t, p, o FROM UNNEST($2::TEXT[], $3::INT[], $4::BIGINT[]) AS x (t, p, o)
+         ON CONFLICT (projection, topic, partition)
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+    )
+    .bind(projection)
+    .bind(topics)
+    .bind(partitions)
+    .bind(offsets)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// Settings of a projector process.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -130,11 +162,61 @@ pub struct RunnerConfig {
     pub max_batch: usize,
 }
 
-struct RunnerMetrics {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+/// The projector's counters and lag, shared with `/health/ready`.
+#[derive(Clone)]
+pub struct RunnerMetrics {
     applied: Counter,
     duplicates: Counter,
     held: Counter,
     dead_lettered: Counter,
+    lag: Family<PartitionLabels, Gauge>,
+    /// Latest lag per (topic, partition), for `/health/ready`.
+    pub lag_snapshot: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl RunnerMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        RunnerMetrics {
+            applied: metrics.register(
+                "projection_events_applied",
+                "Events applied to the read model",
+                Counter::default(),
+            ),
+            duplicates: metrics.register(
+                "projection_events_duplicate",
+                "Redelivered events ignored",
+                Counter::default(),
+            ),
+            held: metrics.register(
+                "projection_events_held",
+                "Events held until their predecessor arrives",
+                Counter::default(),
+            ),
+            dead_lettered: metrics.register(
+                "projection_events_dead_lettered",
+                "Records sent to the dead-letter topic",
+                Counter::default(),
+            ),
+            lag: metrics.register(
+                "projection_lag_records",
+                "Records on the topic not yet applied, per partition",
+                Family::default(),
+            ),
+            lag_snapshot: Arc::default(),
+        }
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        self.applied.inc_by(outcome.applied);
+        self.duplicates.inc_by(outcome.duplicates);
+        self.held.inc_by(outcome.held);
+    }
 }
 
 /// Runs `projection` until `shutdown` fires, restarting its consumer session after transient
@@ -143,45 +225,29 @@ pub async fn run<P: Projection>(
     projection: Arc<P>,
     pool: PgPool,
     config: RunnerConfig,
-    metrics: &Metrics,
+    metrics: RunnerMetrics,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    platform::db::migrate(&pool, "projection-runner", RUNNER_MIGRATIONS).await?;
-    platform::db::migrate(&pool, projection.name(), projection.migrations()).await?;
-    let m = RunnerMetrics {
-        applied: metrics.register(
-            "projection_events_applied",
-            "Events applied to the read model",
-            Counter::default(),
-        ),
-        duplicates: metrics.register(
-            "projection_events_duplicate",
-            "Redelivered events ignored",
-            Counter::default(),
-        ),
-        held: metrics.register(
-            "projection_events_held",
-            "Events held until their predecessor arrives",
-            Counter::default(),
-        ),
-        dead_lettered: metrics.register(
-            "projection_events_dead_lettered",
-            "Records sent to the dead-letter topic",
-            Counter::default(),
-        ),
-    };
+    migrate(&pool, projection.as_ref()).await?;
     let codec = EventCodec::new(&config.registry_url);
     let producer: FutureProducer =
         platform::kafka::producer_config(&config.brokers, Duration::from_secs(30))
             .create()
             .context("cannot create the dead-letter producer")?;
+    tokio::spawn(watch_lag(
+        projection.name(),
+        projection.topics(),
+        pool.clone(),
+        config.brokers.clone(),
+        metrics.clone(),
+    ));
     loop {
         let session = Session {
             projection: projection.as_ref(),
             pool: &pool,
             codec: &codec,
             producer: &producer,
-            metrics: &m,
+            metrics: &metrics,
             config: &config,
         };
         match session.run(&mut shutdown).await {
@@ -235,14 +301,7 @@ impl<P: Projection> Session<'_, P> {
             .set("auto.offset.reset", "earliest")
             .create()
             .context("cannot create the consumer")?;
-        let stored: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1",
-        )
-        .bind(name)
-        .fetch_all(self.pool)
-        .await?;
-        let stored: HashMap<(String, i32), i64> =
-            stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        let stored = stored_offsets(self.pool, name).await?;
         let mut assignment = TopicPartitionList::new();
         for topic in self.projection.topics() {
             let metadata = consumer
@@ -270,110 +329,47 @@ impl<P: Projection> Session<'_, P> {
         Ok(consumer)
     }
 
-    /// Applies a batch in one transaction, with the offsets it reached.
+    /// Decodes and applies a batch in one transaction, with the offsets it reached; poison goes
+    /// to the dead-letter topic (acknowledged) before the commit.
     async fn process(&self, batch: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
         let name = self.projection.name();
-        let mut tx = self.pool.begin().await?;
+        let mut records = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
+        let mut dead = Vec::new();
         let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
         for message in batch {
-            match self.codec.decode_json(message.payload()).await {
-                Ok(decoded) => match IncomingEvent::from_record(message.topic(), decoded.json) {
-                    Ok(event) => {
-                        if let Err(reason) = self.handle(&mut tx, event).await? {
-                            self.dead_letter(message, &reason).await?;
-                        }
-                    }
-                    Err(reason) => self.dead_letter(message, &reason).await?,
-                },
-                Err(e) if e.is_transient() => return Err(e.into()),
-                Err(e) => self.dead_letter(message, &e.to_string()).await?,
-            }
             next_offsets.insert(
                 (message.topic().to_string(), message.partition()),
                 message.offset() + 1,
             );
+            match self.codec.decode_json(message.payload()).await {
+                Ok(decoded) => {
+                    records.push(Record {
+                        topic: message.topic().to_string(),
+                        json: decoded.json,
+                    });
+                    sources.push(message);
+                }
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => dead.push((message, e.to_string())),
+            }
         }
-        for ((topic, partition), next) in &next_offsets {
-            sqlx::query(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (projection, topic, partition)
-                 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-            )
-            .bind(name)
-            .bind(topic)
-            .bind(partition)
-            .bind(next)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        lock_shared(&mut tx, name).await?;
+        let outcome = self.projection.apply(&mut tx, &records).await?;
+        dead.extend(
+            outcome
+                .poison
+                .iter()
+                .map(|(i, reason)| (sources[*i], reason.clone())),
+        );
+        for (message, reason) in &dead {
+            self.dead_letter(message, reason).await?;
         }
+        store_offsets(&mut tx, name, &next_offsets).await?;
         tx.commit().await?;
+        self.metrics.count(&outcome);
         Ok(())
-    }
-
-    /// Applies, holds or ignores one event; `Ok(Err(reason))` means it is poison.
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        event: IncomingEvent,
-    ) -> anyhow::Result<Result<(), String>> {
-        let name = self.projection.name();
-        let aggregate_id = event.envelope.aggregate_id;
-        let current = self.projection.version(tx, aggregate_id).await?;
-        let version = event.envelope.aggregate_version;
-        if version <= current {
-            self.metrics.duplicates.inc();
-            return Ok(Ok(()));
-        }
-        if version > current + 1 {
-            sqlx::query(
-                "INSERT INTO projection_pending (projection, aggregate_id, aggregate_version, topic, record)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(name)
-            .bind(aggregate_id)
-            .bind(version)
-            .bind(&event.topic)
-            .bind(&event.record)
-            .execute(&mut **tx)
-            .await?;
-            self.metrics.held.inc();
-            tracing::debug!(projection = name, %aggregate_id, version, current, "holding event until its predecessor arrives");
-            return Ok(Ok(()));
-        }
-        match self.projection.apply(tx, &event).await {
-            Ok(()) => {
-                self.metrics.applied.inc();
-            }
-            Err(ApplyError::Poison(reason)) => return Ok(Err(reason)),
-            Err(ApplyError::Db(e)) => return Err(e.into()),
-        }
-        // The gap may have filled: apply the held successors in order.
-        let mut next = version + 1;
-        loop {
-            let held: Option<(String, serde_json::Value)> = sqlx::query_as(
-                "DELETE FROM projection_pending WHERE projection = $1 AND aggregate_id = $2 AND aggregate_version = $3
-                 RETURNING topic, record",
-            )
-            .bind(name)
-            .bind(aggregate_id)
-            .bind(next)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some((topic, record)) = held else { break };
-            let held = IncomingEvent::from_record(&topic, record).map_err(anyhow::Error::msg)?;
-            match self.projection.apply(tx, &held).await {
-                Ok(()) => {
-                    self.metrics.applied.inc();
-                }
-                Err(ApplyError::Poison(reason)) => {
-                    tracing::error!(projection = name, %aggregate_id, version = next, %reason, "held event is poison; aggregate stays at the previous version");
-                    break;
-                }
-                Err(ApplyError::Db(e)) => return Err(e.into()),
-            }
-            next += 1;
-        }
-        Ok(Ok(()))
     }
 
     /// Sends a record to the dead-letter topic with why and where it came from; waits for the ack.
@@ -419,5 +415,81 @@ impl<P: Projection> Session<'_, P> {
             .map_err(|(e, _)| anyhow::anyhow!("cannot write to {topic}: {e}"))?;
         self.metrics.dead_lettered.inc();
         Ok(())
+    }
+}
+
+async fn stored_offsets(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<HashMap<(String, i32), i64>, sqlx::Error> {
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
+/// Every 5 s: lag = the partition's high watermark minus the stored next offset.
+async fn watch_lag(
+    projection: &'static str,
+    topics: &'static [&'static str],
+    pool: PgPool,
+    brokers: String,
+    metrics: RunnerMetrics,
+) {
+    let consumer: Option<Arc<BaseConsumer>> = platform::kafka::client_config(&brokers)
+        .set("group.id", format!("healthplane-lag-{projection}"))
+        .create()
+        .ok()
+        .map(Arc::new);
+    let Some(consumer) = consumer else { return };
+    loop {
+        if let Ok(stored) = stored_offsets(&pool, projection).await {
+            let client = consumer.clone();
+            let ends = tokio::task::spawn_blocking(move || {
+                let mut ends = Vec::new();
+                for topic in topics {
+                    let Ok(metadata) = client.fetch_metadata(Some(topic), Duration::from_secs(5))
+                    else {
+                        continue;
+                    };
+                    let partitions = metadata
+                        .topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len())
+                        as i32;
+                    for partition in 0..partitions {
+                        if let Ok((low, high)) =
+                            client.fetch_watermarks(topic, partition, Duration::from_secs(5))
+                        {
+                            ends.push((topic.to_string(), partition, low, high));
+                        }
+                    }
+                }
+                ends
+            })
+            .await
+            .unwrap_or_default();
+            let mut snapshot = HashMap::new();
+            for (topic, partition, low, high) in ends {
+                let next = stored
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or(low);
+                let lag = (high - next).max(0);
+                metrics
+                    .lag
+                    .get_or_create(&PartitionLabels {
+                        topic: topic.clone(),
+                        partition,
+                    })
+                    .set(lag);
+                snapshot.insert((topic, partition), lag);
+            }
+            *metrics.lag_snapshot.lock().expect("lag snapshot poisoned") = snapshot;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

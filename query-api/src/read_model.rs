@@ -31,7 +31,7 @@ fn patient(row: PgRow) -> Result<PatientRow, sqlx::Error> {
         id: row.try_get("id")?,
         version: row.try_get("version")?,
         identifiers: serde_json::from_value(json("identifiers")?).map_err(decode)?,
-        given_names: row.try_get("given_names")?,
+        given_names: serde_json::from_value(json("given_names")?).map_err(decode)?,
         family_name: row.try_get("family_name")?,
         gender: row.try_get("gender")?,
         birth_date: row.try_get("birth_date")?,
@@ -119,7 +119,7 @@ impl Patients {
             "SELECT {COLUMNS} FROM patients p
              WHERE ($1::UUID IS NULL OR p.id = $1)
                AND ($2::TEXT IS NULL OR lower(p.family_name) LIKE $2)
-               AND ($3::TEXT IS NULL OR EXISTS (SELECT 1 FROM unnest(p.given_names) g WHERE lower(g) LIKE $3))
+               AND ($3::TEXT IS NULL OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(p.given_names) g WHERE lower(g) LIKE $3))
                AND ($4::DATE IS NULL OR p.birth_date = $4)
                AND ($5::TEXT IS NULL OR p.gender = $5)
                AND ($7::TEXT IS NULL OR EXISTS (SELECT 1 FROM patient_identifiers i

@@ -14,7 +14,14 @@ pub struct BootstrapArgs {
     replication: i32,
 }
 
-const DLQ_TOPICS: [events::catalog::TopicSpec; 1] = [dlq_spec("healthcare.dlq.patient-projector")];
+const DLQ_TOPICS: [events::catalog::TopicSpec; 6] = [
+    dlq_spec("healthcare.dlq.patient-projector"),
+    dlq_spec("healthcare.dlq.appointment-projector"),
+    dlq_spec("healthcare.dlq.encounter-projector"),
+    dlq_spec("healthcare.dlq.laboratory-projector"),
+    dlq_spec("healthcare.dlq.pharmacy-projector"),
+    dlq_spec("healthcare.dlq.audit-projector"),
+];
 
 pub async fn run(kafka: &KafkaArgs, args: BootstrapArgs) -> anyhow::Result<()> {
     let topics: Vec<_> = CATALOG.iter().chain(DLQ_TOPICS.iter()).copied().collect();

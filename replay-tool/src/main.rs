@@ -2,9 +2,11 @@
 //!
 //! - `replay-tool audit --patient <id>` prints who accessed a patient's record, oldest first.
 //! - `replay-tool bootstrap` creates the documented topics and registers the Avro schemas.
+//! - `replay-tool rebuild --projection <name>` rebuilds a read model from the event store.
 
 mod audit;
 mod bootstrap;
+mod rebuild;
 
 use clap::{Parser, Subcommand};
 use platform::config::KafkaArgs;
@@ -28,6 +30,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Create the documented topics (idempotent) and register the Avro schemas.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Rebuild a read model from the event store into a fresh schema and swap it in.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 #[tokio::main]
@@ -38,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Audit(args) => audit::run(&cli.kafka, args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.kafka, args).await,
+        Command::Rebuild(args) => rebuild::run(args).await,
     }
 }

@@ -633,6 +633,13 @@ impl Drop for OwnCluster {
     fn drop(&mut self) {
         self.kill_broker();
         self.kill_registry();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!(
+                "kept the broker's and registry's data and logs in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -3,23 +3,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
-use projections::patient::PatientProjection;
-use projections::runner::{self, RunnerConfig};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Which {
-    Patient,
-}
+use projections::runner::{self, RunnerConfig, RunnerMetrics};
+use projections::{Kind, Projection, with_projection};
 
 #[derive(Debug, Parser)]
 #[command(name = "projector", version, about = "Healthplane projector worker")]
 struct Args {
     /// The read model to maintain.
     #[arg(long, value_enum)]
-    projection: Which,
+    projection: Kind,
     /// The read model's database (default: the projection's service database).
     #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
     database_url: Option<String>,
@@ -31,8 +26,11 @@ struct Args {
     )]
     listen: SocketAddr,
     /// Most records applied in one transaction.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     max_batch: usize,
+    /// Readiness fails while more records than this wait to be applied.
+    #[arg(long, default_value_t = 100_000)]
+    max_ready_lag: i64,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -41,32 +39,56 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("projector");
     let args = Args::parse();
-    let (database, projection) = match args.projection {
-        Which::Patient => ("patient_service", Arc::new(PatientProjection)),
-    };
+    with_projection!(args.projection, |projection| run(projection, args).await)
+}
+
+async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
     let url = args
         .database_url
-        .unwrap_or_else(|| platform::config::default_database_url(database));
-    let pool = platform::db::connect(&url, 4).await?;
+        .clone()
+        .unwrap_or_else(|| platform::config::default_database_url(projection.database()));
+    let pool = platform::db::connect_schema(&url, platform::db::READ_MODEL_SCHEMA, 4).await?;
     let metrics = Arc::new(Metrics::default());
+    let runner_metrics = RunnerMetrics::register(&metrics);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let config = RunnerConfig {
-        brokers: args.kafka.kafka_brokers,
-        registry_url: args.kafka.schema_registry_url,
+        brokers: args.kafka.kafka_brokers.clone(),
+        registry_url: args.kafka.schema_registry_url.clone(),
         max_batch: args.max_batch,
     };
-    let ops = platform::http::ops_router(
-        metrics.clone(),
-        platform::http::postgres_ready(pool.clone()),
-    );
+    let ready = {
+        let pool = pool.clone();
+        let lag = runner_metrics.lag_snapshot.clone();
+        let max_lag = args.max_ready_lag;
+        Arc::new(move || {
+            let pool = pool.clone();
+            let lag = lag.lock().expect("lag snapshot poisoned").clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("postgres: {e}"))?;
+                let total: i64 = lag.values().sum();
+                let partitions: serde_json::Map<String, serde_json::Value> = lag
+                    .iter()
+                    .map(|((t, p), l)| (format!("{t}/{p}"), serde_json::json!(l)))
+                    .collect();
+                if total > max_lag {
+                    return Err(format!("{total} records behind (more than {max_lag})"));
+                }
+                Ok(serde_json::json!({"lag": total, "lagByPartition": partitions}))
+            }) as futures::future::BoxFuture<'static, Result<serde_json::Value, String>>
+        }) as platform::http::ReadyCheck
+    };
+    let ops = platform::http::ops_router(metrics.clone(), ready);
     let listener = platform::http::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, projection = ?args.projection, "projector health and metrics listening");
+    tracing::info!(address = %listener.local_addr()?, projection = projection.name(), "projector health and metrics listening");
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(platform::http::serve(listener, ops, async move {
         let _ = http_stop.changed().await;
     }));
-    // Run inline: the worker borrows the metrics and needs no second task.
-    let worker = runner::run(projection, pool, config, &metrics, stop_rx);
+    // Run inline: the worker needs no second task.
+    let worker = runner::run(Arc::new(projection), pool, config, runner_metrics, stop_rx);
     tokio::pin!(worker);
     let finished = tokio::select! {
         _ = platform::http::shutdown_signal() => None,

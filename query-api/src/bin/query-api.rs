@@ -36,7 +36,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("query-api");
     let args = Args::parse();
-    let pool = platform::db::connect(&args.patient_database_url, 16).await?;
+    let pool = platform::db::connect_schema(
+        &args.patient_database_url,
+        platform::db::READ_MODEL_SCHEMA,
+        16,
+    )
+    .await?;
     let metrics = Arc::new(Metrics::default());
     let producer: FutureProducer =
         platform::kafka::producer_config(&args.kafka.kafka_brokers, Duration::from_secs(5))

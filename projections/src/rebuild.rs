@@ -1,0 +1,295 @@
+//! Rebuilding a read model from the event store, the system of record (the domain topics keep
+//! only 7–30 days).
+//!
+//! The new model is built in the schema `read_model_rebuild` while the live `read_model` keeps
+//! serving; progress is kept there, so an interrupted rebuild resumes. Then, in one
+//! transaction holding the projection's lock exclusively (the projector's batches take it
+//! shared), the rebuild catches up, takes over the live projector's offsets, and renames the
+//! schemas: readers see the old model or the new one, never a partial one.
+//!
+//! Positions in the event store are allocated before commit, so a transaction can commit a
+//! lower position after a higher one was read. The final catch-up therefore re-reads a window
+//! of positions behind the last one built, and re-reads the whole stream of any aggregate the
+//! new model still holds an early event for; re-applied events are duplicates and change nothing.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use platform::db::READ_MODEL_SCHEMA;
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::runner::{self, Projection, Record};
+
+/// The schema a rebuild fills.
+pub const BUILD_SCHEMA: &str = "read_model_rebuild";
+/// How many positions behind the last one built the final catch-up re-reads.
+pub const CATCH_UP_WINDOW: i64 = 50_000;
+
+/// Where and how to rebuild.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// The projection's database.
+    pub database_url: String,
+    pub event_store_url: String,
+    /// Events per transaction.
+    pub batch_size: i64,
+    /// Discard an interrupted rebuild instead of resuming it.
+    pub restart: bool,
+}
+
+/// How far a rebuild has come.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub events_per_second: f64,
+}
+
+/// What a finished rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub events: u64,
+    pub resumed_at: u64,
+    pub seconds: f64,
+}
+
+const RECORD_COLUMNS: &str =
+    "e.global_position, o.topic, e.event_id, e.event_type, e.aggregate_id, e.aggregate_version,
+    e.occurred_at, e.correlation_id, e.causation_id, e.actor_id, e.actor_role, e.payload";
+
+/// The topic record an event store row was published as (envelope and event fields).
+fn record(row: &PgRow) -> Result<(i64, Record), sqlx::Error> {
+    let occurred_at: chrono::DateTime<chrono::Utc> = row.try_get("occurred_at")?;
+    let mut json = serde_json::json!({
+        "event_id": row.try_get::<Uuid, _>("event_id")?,
+        "event_type": row.try_get::<String, _>("event_type")?,
+        "aggregate_id": row.try_get::<Uuid, _>("aggregate_id")?,
+        "aggregate_version": row.try_get::<i64, _>("aggregate_version")?,
+        "occurred_at": occurred_at,
+        "correlation_id": row.try_get::<String, _>("correlation_id")?,
+        "causation_id": row.try_get::<Option<String>, _>("causation_id")?,
+        "actor": {"id": row.try_get::<String, _>("actor_id")?, "role": row.try_get::<String, _>("actor_role")?},
+    });
+    if let (Some(record), serde_json::Value::Object(fields)) =
+        (json.as_object_mut(), row.try_get("payload")?)
+    {
+        record.extend(fields);
+    }
+    Ok((
+        row.try_get("global_position")?,
+        Record {
+            topic: row.try_get("topic")?,
+            json,
+        },
+    ))
+}
+
+async fn events_after(
+    events: &PgPool,
+    topics: &[&str],
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Record)>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {RECORD_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
+         WHERE o.topic = ANY($1) AND e.global_position > $2 ORDER BY e.global_position LIMIT $3"
+    ))
+    .bind(topics)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(events)
+    .await?
+    .iter()
+    .map(record)
+    .collect()
+}
+
+async fn streams_of(
+    events: &PgPool,
+    topics: &[&str],
+    ids: &[Uuid],
+) -> Result<Vec<Record>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {RECORD_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
+         WHERE o.topic = ANY($1) AND e.aggregate_id = ANY($2) ORDER BY e.global_position"
+    ))
+    .bind(topics)
+    .bind(ids)
+    .fetch_all(events)
+    .await?
+    .iter()
+    .map(|row| record(row).map(|(_, r)| r))
+    .collect()
+}
+
+/// Rebuilds `projection` from the event store and swaps it in; `progress` is called after each batch.
+pub async fn rebuild<P: Projection>(
+    projection: &P,
+    options: &RebuildOptions,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<Report> {
+    let name = projection.name();
+    let topics = projection.topics();
+    anyhow::ensure!(
+        projection.rebuilds_from_event_store(),
+        "the {name} read model is not built from the event store: its topic is its history; \
+         reset its offsets to replay the topic instead"
+    );
+    let admin = platform::db::connect(&options.database_url, 2).await?;
+    // One rebuild of a projection at a time.
+    let mut guard = admin.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('rebuild:' || $1))")
+            .bind(name)
+            .fetch_one(&mut *guard)
+            .await?;
+    anyhow::ensure!(
+        locked,
+        "another rebuild of the {name} projection is running"
+    );
+    if options.restart {
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE"))
+            .execute(&admin)
+            .await?;
+    }
+    let build = platform::db::connect_schema(&options.database_url, BUILD_SCHEMA, 2).await?;
+    runner::migrate(&build, projection).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS rebuild_progress (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            position BIGINT NOT NULL,
+            events BIGINT NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO rebuild_progress (id, position, events) VALUES (1, 0, 0) ON CONFLICT DO NOTHING;",
+    )
+    .execute(&build)
+    .await?;
+    let (mut position, resumed_at): (i64, i64) =
+        sqlx::query_as("SELECT position, events FROM rebuild_progress")
+            .fetch_one(&build)
+            .await?;
+    let events = platform::db::connect(&options.event_store_url, 2).await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e JOIN outbox o ON o.event_id = e.event_id WHERE o.topic = ANY($1)",
+    )
+    .bind(topics)
+    .fetch_one(&events)
+    .await
+    .context("cannot read the event store")?;
+    let started = Instant::now();
+    let mut done = resumed_at as u64;
+    loop {
+        let batch = events_after(&events, topics, position, options.batch_size).await?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        let records: Vec<Record> = batch.into_iter().map(|(_, r)| r).collect();
+        let mut tx = build.begin().await?;
+        projection.apply(&mut tx, &records).await?;
+        done += records.len() as u64;
+        sqlx::query("UPDATE rebuild_progress SET position = $1, events = $2")
+            .bind(last)
+            .bind(done as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        position = last;
+        let rate = (done - resumed_at as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress(Progress {
+            done,
+            total: total.max(done as i64) as u64,
+            events_per_second: rate,
+        });
+    }
+    build.close().await;
+
+    swap(projection, &admin, &events, position).await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('rebuild:' || $1))")
+        .bind(name)
+        .execute(&mut *guard)
+        .await?;
+    Ok(Report {
+        events: done,
+        resumed_at: resumed_at as u64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Catches up and swaps the rebuilt schema in, atomically, with the projector paused.
+async fn swap<P: Projection>(
+    projection: &P,
+    admin: &PgPool,
+    events: &PgPool,
+    position: i64,
+) -> anyhow::Result<()> {
+    let name = projection.name();
+    let topics = projection.topics();
+    let mut conn = admin.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(&format!("SET LOCAL search_path = {BUILD_SCHEMA}, public"))
+        .execute(&mut *tx)
+        .await?;
+    // Events that committed late, behind the last position built.
+    let mut after = (position - CATCH_UP_WINDOW).max(0);
+    loop {
+        let batch = events_after(events, topics, after, 5_000).await?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        let records: Vec<Record> = batch.into_iter().map(|(_, r)| r).collect();
+        projection.apply(&mut tx, &records).await?;
+        after = last;
+    }
+    // Aggregates still waiting for an earlier event: re-read their whole streams.
+    let waiting: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM projection_pending WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !waiting.is_empty() {
+        let records = streams_of(events, topics, &waiting).await?;
+        projection.apply(&mut tx, &records).await?;
+    }
+    let live_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{READ_MODEL_SCHEMA}.projection_offsets"))
+        .fetch_one(&mut *tx)
+        .await?;
+    if live_exists {
+        take_over_offsets(&mut tx, name).await?;
+    }
+    sqlx::raw_sql(&format!(
+        "DROP TABLE {BUILD_SCHEMA}.rebuild_progress;
+         ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_replaced;
+         ALTER SCHEMA {BUILD_SCHEMA} RENAME TO {READ_MODEL_SCHEMA};
+         DROP SCHEMA {READ_MODEL_SCHEMA}_replaced CASCADE;"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The rebuilt model continues from where the live projector is: its offsets.
+async fn take_over_offsets(conn: &mut PgConnection, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "DELETE FROM {BUILD_SCHEMA}.projection_offsets WHERE projection = $1"
+    ))
+    .bind(projection)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {BUILD_SCHEMA}.projection_offsets
+         SELECT * FROM {READ_MODEL_SCHEMA}.projection_offsets WHERE projection = $1"
+    ))
+    .bind(projection)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

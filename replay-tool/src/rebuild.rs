@@ -1,0 +1,73 @@
+//! `replay-tool rebuild`: rebuilds a read model from the event store while the old one keeps
+//! serving, then swaps it in atomically. Progress goes to stderr; an interrupted rebuild
+//! resumes where it stopped (`--restart` starts over).
+
+use std::time::{Duration, Instant};
+
+use projections::rebuild::{Progress, RebuildOptions, rebuild};
+use projections::{Kind, Projection, with_projection};
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// The read model to rebuild.
+    #[arg(long, value_enum)]
+    projection: Kind,
+    /// The read model's database (default: the projection's service database).
+    #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The event store.
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    event_store_url: String,
+    /// Events applied per transaction.
+    #[arg(long, default_value_t = 5_000)]
+    batch_size: i64,
+    /// Discard an interrupted rebuild and start over.
+    #[arg(long)]
+    restart: bool,
+}
+
+pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
+    with_projection!(args.projection, |projection| run_for(projection, &args)
+        .await)
+}
+
+async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Result<()> {
+    let options = RebuildOptions {
+        database_url: args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| platform::config::default_database_url(projection.database())),
+        event_store_url: args.event_store_url.clone(),
+        batch_size: args.batch_size,
+        restart: args.restart,
+    };
+    let name = projection.name();
+    let mut last_print = Instant::now() - Duration::from_secs(1);
+    let report = rebuild(&projection, &options, |p: Progress| {
+        if last_print.elapsed() >= Duration::from_millis(500) || p.done >= p.total {
+            let percent = if p.total == 0 {
+                100.0
+            } else {
+                100.0 * p.done as f64 / p.total as f64
+            };
+            eprintln!(
+                "rebuild {name}: {}/{} events ({percent:.1}%), {:.0} events/s",
+                p.done, p.total, p.events_per_second
+            );
+            last_print = Instant::now();
+        }
+    })
+    .await?;
+    let rate = (report.events - report.resumed_at) as f64 / report.seconds.max(1e-9);
+    println!(
+        "rebuilt {name}: {} events{} in {:.1} s ({rate:.0} events/s), swapped in",
+        report.events,
+        if report.resumed_at > 0 {
+            format!(" (resumed at {})", report.resumed_at)
+        } else {
+            String::new()
+        },
+        report.seconds
+    );
+    Ok(())
+}
