@@ -257,18 +257,28 @@ async fn swap<P: Projection>(
         let records = streams_of(events, topics, &waiting).await?;
         projection.apply(&mut tx, &records).await?;
     }
-    let live_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+    let live_schema: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(READ_MODEL_SCHEMA)
+            .fetch_one(&mut *tx)
+            .await?;
+    let live_offsets: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("{READ_MODEL_SCHEMA}.projection_offsets"))
         .fetch_one(&mut *tx)
         .await?;
-    if live_exists {
+    if live_offsets {
         take_over_offsets(&mut tx, name).await?;
     }
+    let retire_live = if live_schema {
+        format!("ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_replaced;")
+    } else {
+        String::new()
+    };
     sqlx::raw_sql(&format!(
         "DROP TABLE {BUILD_SCHEMA}.rebuild_progress;
-         ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_replaced;
+         {retire_live}
          ALTER SCHEMA {BUILD_SCHEMA} RENAME TO {READ_MODEL_SCHEMA};
-         DROP SCHEMA {READ_MODEL_SCHEMA}_replaced CASCADE;"
+         DROP SCHEMA IF EXISTS {READ_MODEL_SCHEMA}_replaced CASCADE;"
     ))
     .execute(&mut *tx)
     .await?;

@@ -6,6 +6,7 @@ mod concurrency;
 mod contract;
 mod fuzz;
 mod outage;
+mod projections;
 mod restart;
 mod walking_skeleton;
 

@@ -643,3 +643,77 @@ impl Drop for OwnCluster {
         }
     }
 }
+
+/// A projector process of a test's own, on its own database.
+pub struct Projector {
+    process: Option<Process>,
+    pub database: String,
+    pub health_url: String,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
+    log_dir: PathBuf,
+}
+
+impl Projector {
+    /// Starts `projection` (e.g. `patient`) on a fresh database and waits until it is ready.
+    pub async fn start(projection: &str, cluster: &Cluster, log_dir: &Path) -> Projector {
+        let id = Uuid::new_v4().simple().to_string();
+        let database = format!("{}/hp_test_{}_{projection}", postgres_server(), &id[..12]);
+        let port = free_port();
+        let args = vec![
+            "--projection".to_string(),
+            projection.to_string(),
+            "--database-url".to_string(),
+            database.clone(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+        ];
+        let envs = vec![
+            ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
+            (
+                "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+                cluster.registry_url.clone(),
+            ),
+        ];
+        let mut projector = Projector {
+            process: None,
+            database,
+            health_url: format!("http://127.0.0.1:{port}/health/ready"),
+            args,
+            envs,
+            log_dir: log_dir.to_path_buf(),
+        };
+        projector.restart().await;
+        projector
+    }
+
+    /// Kills the projector at once (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again (after a crash) and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.crash();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let name = format!("projector-{}", self.args[1]);
+        let mut process = Process::spawn(
+            &name,
+            &bin_dir().join("projector"),
+            &args,
+            &self.envs,
+            &self.log_dir,
+        );
+        wait_ready(&mut process, &self.health_url, Duration::from_secs(60)).await;
+        self.process = Some(process);
+    }
+
+    /// A pool on its read model (the `read_model` schema first on the search path).
+    pub async fn read_model(&self) -> sqlx::PgPool {
+        platform::db::connect_schema(&self.database, platform::db::READ_MODEL_SCHEMA, 2)
+            .await
+            .expect("read model database")
+    }
+}
