@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use events::Envelope;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -28,8 +28,7 @@ pub struct IncomingEvent {
 
 impl IncomingEvent {
     pub fn from_record(topic: &str, record: serde_json::Value) -> Result<Self, String> {
-        let envelope: Envelope =
-            serde_json::from_value(record.clone()).map_err(|e| format!("bad envelope: {e}"))?;
+        let envelope = Envelope::deserialize(&record).map_err(|e| format!("bad envelope: {e}"))?;
         Ok(IncomingEvent {
             topic: topic.to_string(),
             envelope,
@@ -39,8 +38,7 @@ impl IncomingEvent {
 
     /// The event's own fields, typed.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(self.record.clone())
-            .map_err(|e| format!("{}: {e}", self.envelope.event_type))
+        T::deserialize(&self.record).map_err(|e| format!("{}: {e}", self.envelope.event_type))
     }
 }
 
