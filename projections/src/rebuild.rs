@@ -134,8 +134,9 @@ pub async fn rebuild<P: Projection>(
     let topics = projection.topics();
     anyhow::ensure!(
         projection.rebuilds_from_event_store(),
-        "the {name} read model is not built from the event store: its topic is its history; \
-         reset its offsets to replay the topic instead"
+        "the {name} read model is not in the event store: its history is its topic (kept six years). \
+         To rebuild it, stop the {name} projector, drop the schema read_model in its database, and \
+         start the projector again: it replays the topic from the beginning"
     );
     let admin = platform::db::connect(&options.database_url, 2).await?;
     // One rebuild of a projection at a time.

@@ -35,10 +35,17 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     // Logs go to stderr so that the report on stdout stays clean for pipes.
     platform::telemetry::init_cli("replay-tool");
     let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Audit(args) => audit::run(&cli.kafka, args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.kafka, args).await,
