@@ -45,6 +45,15 @@ fn coded(message: impl Into<String>, code: &'static str) -> async_graphql::Error
 }
 
 fn unavailable(e: sqlx::Error) -> async_graphql::Error {
+    // SQLSTATE class 22 (data exception): an argument PostgreSQL cannot use, e.g. a NUL byte.
+    if let sqlx::Error::Database(db) = &e
+        && db.code().is_some_and(|c| c.starts_with("22"))
+    {
+        return coded(
+            format!("an argument cannot be used: {}", db.message()),
+            "BAD_USER_INPUT",
+        );
+    }
     tracing::error!(error = %e, "read model unavailable");
     coded("the read model is unavailable; retry later", "UNAVAILABLE")
 }

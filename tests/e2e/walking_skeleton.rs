@@ -208,6 +208,21 @@ async fn a_patient_reads_only_their_own_record_and_denials_are_audited() {
     assert_eq!(denied[0]["outcome"], "denied");
     assert_eq!(denied[0]["actor"]["id"], "ada");
 
+    // A filter PostgreSQL cannot use is the caller's mistake, not an outage.
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let (_, _, body) = stack
+        .graphql(
+            &doctor,
+            &[],
+            "query($f: String) { patients(filter: {family: $f}) { edges { cursor } } }",
+            serde_json::json!({"f": "Love\u{0}"}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+
     // Unauthenticated: 401, no data.
     let response = stack
         .http
