@@ -6,11 +6,9 @@ use events::catalog::{ENCOUNTER_COMPLETED, ENCOUNTER_STARTED};
 use events::encounter::{EncounterCompleted, EncounterStarted};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::runner::{Outcome, Projection, Record};
-use crate::state::{IncomingEvent, StateModel, apply_state};
+use crate::state::{IncomingEvent, ModelProjection, SingleModel, StateModel};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -114,32 +112,12 @@ impl StateModel for Encounters {
     }
 }
 
-/// The encounter projection (`encounter_service`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EncounterProjection;
-
-impl Projection for EncounterProjection {
-    fn name(&self) -> &'static str {
-        "encounter"
-    }
-
-    fn database(&self) -> &'static str {
-        "encounter_service"
-    }
-
-    fn topics(&self) -> &'static [&'static str] {
-        &[ENCOUNTER_STARTED, ENCOUNTER_COMPLETED]
-    }
-
-    fn migrations(&self) -> &'static [Migration] {
-        MIGRATIONS
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        records: &[Record],
-    ) -> Result<Outcome, sqlx::Error> {
-        apply_state(&Encounters, self.name(), conn, records).await
-    }
+impl SingleModel for Encounters {
+    const PROJECTION: &'static str = "encounter";
+    const DATABASE: &'static str = "encounter_service";
+    const TOPICS: &'static [&'static str] = &[ENCOUNTER_STARTED, ENCOUNTER_COMPLETED];
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
+
+/// The encounter projection (`encounter_service`).
+pub type EncounterProjection = ModelProjection<Encounters>;

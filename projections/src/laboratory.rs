@@ -7,11 +7,9 @@ use events::clinical::Coding;
 use events::observation::ObservationCreated;
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::runner::{Outcome, Projection, Record};
-use crate::state::{IncomingEvent, StateModel, apply_state};
+use crate::state::{IncomingEvent, ModelProjection, SingleModel, StateModel};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -110,32 +108,12 @@ impl StateModel for Observations {
     }
 }
 
-/// The laboratory projection (`laboratory_service`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LaboratoryProjection;
-
-impl Projection for LaboratoryProjection {
-    fn name(&self) -> &'static str {
-        "laboratory"
-    }
-
-    fn database(&self) -> &'static str {
-        "laboratory_service"
-    }
-
-    fn topics(&self) -> &'static [&'static str] {
-        &[OBSERVATION_CREATED]
-    }
-
-    fn migrations(&self) -> &'static [Migration] {
-        MIGRATIONS
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        records: &[Record],
-    ) -> Result<Outcome, sqlx::Error> {
-        apply_state(&Observations, self.name(), conn, records).await
-    }
+impl SingleModel for Observations {
+    const PROJECTION: &'static str = "laboratory";
+    const DATABASE: &'static str = "laboratory_service";
+    const TOPICS: &'static [&'static str] = &[OBSERVATION_CREATED];
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
+
+/// The laboratory projection (`laboratory_service`).
+pub type LaboratoryProjection = ModelProjection<Observations>;

@@ -44,27 +44,27 @@ macro_rules! with_projection {
     ($kind:expr, |$p:ident| $body:expr) => {
         match $kind {
             $crate::Kind::Patient => {
-                let $p = $crate::patient::PatientProjection;
+                let $p = $crate::patient::PatientProjection::default();
                 $body
             }
             $crate::Kind::Appointment => {
-                let $p = $crate::appointment::AppointmentProjection;
+                let $p = $crate::appointment::AppointmentProjection::default();
                 $body
             }
             $crate::Kind::Encounter => {
-                let $p = $crate::encounter::EncounterProjection;
+                let $p = $crate::encounter::EncounterProjection::default();
                 $body
             }
             $crate::Kind::Laboratory => {
-                let $p = $crate::laboratory::LaboratoryProjection;
+                let $p = $crate::laboratory::LaboratoryProjection::default();
                 $body
             }
             $crate::Kind::Pharmacy => {
-                let $p = $crate::pharmacy::PharmacyProjection;
+                let $p = $crate::pharmacy::PharmacyProjection::default();
                 $body
             }
             $crate::Kind::Audit => {
-                let $p = $crate::audit::AuditProjection;
+                let $p = $crate::audit::AuditProjection::default();
                 $body
             }
         }

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::runner::{Outcome, Projection, Record};
-use crate::state::{IncomingEvent, StateModel, apply_state};
+use crate::state::{IncomingEvent, ModelProjection, SingleModel, StateModel};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -121,32 +120,12 @@ impl StateModel for Patients {
     }
 }
 
-/// The patient projection (`patient_service`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PatientProjection;
-
-impl Projection for PatientProjection {
-    fn name(&self) -> &'static str {
-        "patient"
-    }
-
-    fn database(&self) -> &'static str {
-        "patient_service"
-    }
-
-    fn topics(&self) -> &'static [&'static str] {
-        &[PATIENT_CREATED, PATIENT_UPDATED]
-    }
-
-    fn migrations(&self) -> &'static [Migration] {
-        MIGRATIONS
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        records: &[Record],
-    ) -> Result<Outcome, sqlx::Error> {
-        apply_state(&Patients, self.name(), conn, records).await
-    }
+impl SingleModel for Patients {
+    const PROJECTION: &'static str = "patient";
+    const DATABASE: &'static str = "patient_service";
+    const TOPICS: &'static [&'static str] = &[PATIENT_CREATED, PATIENT_UPDATED];
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
+
+/// The patient projection (`patient_service`).
+pub type PatientProjection = ModelProjection<Patients>;

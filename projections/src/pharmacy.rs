@@ -6,11 +6,9 @@ use events::clinical::Quantity;
 use events::medication::{Dosage, MedicationPrescribed};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::runner::{Outcome, Projection, Record};
-use crate::state::{IncomingEvent, StateModel, apply_state};
+use crate::state::{IncomingEvent, ModelProjection, SingleModel, StateModel};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -104,32 +102,12 @@ impl StateModel for MedicationRequests {
     }
 }
 
-/// The pharmacy projection (`pharmacy_service`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PharmacyProjection;
-
-impl Projection for PharmacyProjection {
-    fn name(&self) -> &'static str {
-        "pharmacy"
-    }
-
-    fn database(&self) -> &'static str {
-        "pharmacy_service"
-    }
-
-    fn topics(&self) -> &'static [&'static str] {
-        &[MEDICATION_PRESCRIBED]
-    }
-
-    fn migrations(&self) -> &'static [Migration] {
-        MIGRATIONS
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        records: &[Record],
-    ) -> Result<Outcome, sqlx::Error> {
-        apply_state(&MedicationRequests, self.name(), conn, records).await
-    }
+impl SingleModel for MedicationRequests {
+    const PROJECTION: &'static str = "pharmacy";
+    const DATABASE: &'static str = "pharmacy_service";
+    const TOPICS: &'static [&'static str] = &[MEDICATION_PRESCRIBED];
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
+
+/// The pharmacy projection (`pharmacy_service`).
+pub type PharmacyProjection = ModelProjection<MedicationRequests>;

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::runner::{Outcome, Record};
+use platform::db::Migration;
+
+use crate::runner::{Outcome, Projection, Record};
 
 /// A record of a versioned aggregate.
 #[derive(Debug, Clone)]
@@ -65,6 +67,46 @@ pub trait StateModel: Send + Sync + 'static {
         _ids: &[Uuid],
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
         async { Ok(()) }
+    }
+}
+
+/// A state model that is a whole projection on its own.
+pub trait SingleModel: StateModel + Default + Copy {
+    /// The projection's name (`patient`); the DLQ is `healthcare.dlq.<name>-projector`.
+    const PROJECTION: &'static str;
+    /// Its service database, e.g. `patient_service`.
+    const DATABASE: &'static str;
+    const TOPICS: &'static [&'static str];
+    const MIGRATIONS: &'static [Migration];
+}
+
+/// The projection of one state model.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ModelProjection<M>(pub M);
+
+impl<M: SingleModel> Projection for ModelProjection<M> {
+    fn name(&self) -> &'static str {
+        M::PROJECTION
+    }
+
+    fn database(&self) -> &'static str {
+        M::DATABASE
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        M::TOPICS
+    }
+
+    fn migrations(&self) -> &'static [Migration] {
+        M::MIGRATIONS
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        records: &[Record],
+    ) -> Result<Outcome, sqlx::Error> {
+        apply_state(&self.0, M::PROJECTION, conn, records).await
     }
 }
 

@@ -248,10 +248,18 @@ async fn main() -> anyhow::Result<()> {
         });
         let (rebuild, rebuilt) = match kind {
             "patient" => {
-                rebuild_seconds(&projections::patient::PatientProjection, &events_url).await?
+                rebuild_seconds(
+                    &projections::patient::PatientProjection::default(),
+                    &events_url,
+                )
+                .await?
             }
             _ => {
-                rebuild_seconds(&projections::laboratory::LaboratoryProjection, &events_url).await?
+                rebuild_seconds(
+                    &projections::laboratory::LaboratoryProjection::default(),
+                    &events_url,
+                )
+                .await?
             }
         };
         lines.push(Line {
