@@ -246,13 +246,6 @@ impl EventStore {
         .collect()
     }
 
-    /// The number of events in the store (for tests and operators).
-    pub async fn count(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&self.pool)
-            .await
-    }
-
     /// Appends to one or more streams in one transaction, with the events' outbox rows and,
     /// if given, the idempotent response (first, so that a concurrent duplicate waits for this
     /// transaction and then finds the key taken).

@@ -54,10 +54,6 @@ impl Problem {
         }))
     }
 
-    pub fn details(&self) -> &ProblemDetails {
-        &self.0
-    }
-
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
         self.0.errors = errors;
         self

@@ -27,17 +27,6 @@ pub enum Kind {
     Audit,
 }
 
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Patient,
-        Kind::Appointment,
-        Kind::Encounter,
-        Kind::Laboratory,
-        Kind::Pharmacy,
-        Kind::Audit,
-    ];
-}
-
 /// Runs `$body` with `$p` bound to the projection of `$kind` (each a different type).
 #[macro_export]
 macro_rules! with_projection {

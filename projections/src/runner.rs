@@ -346,7 +346,7 @@ impl<P: Projection> Session<'_, P> {
                 Ok(decoded) => {
                     records.push(Record {
                         topic: message.topic().to_string(),
-                        json: decoded.json,
+                        json: decoded,
                     });
                     sources.push(message);
                 }

@@ -40,13 +40,6 @@ fn registry_error(e: SRCError, otherwise: fn(String) -> CodecError) -> CodecErro
     }
 }
 
-/// A decoded record: its schema's full name and its fields as JSON.
-#[derive(Debug, Clone)]
-pub struct Decoded {
-    pub schema_name: Option<String>,
-    pub json: serde_json::Value,
-}
-
 /// Encodes and decodes topic record values. Cheap to share; caches schemas.
 pub struct EventCodec {
     encoder: AvroEncoder,
@@ -112,13 +105,10 @@ impl EventCodec {
         self.encode_json(topic, &json).await
     }
 
-    /// Decodes a record value written in the Confluent wire format.
-    pub async fn decode_json(&self, bytes: Option<&[u8]>) -> Result<Decoded, CodecError> {
+    /// Decodes a record value written in the Confluent wire format into JSON.
+    pub async fn decode_json(&self, bytes: Option<&[u8]>) -> Result<serde_json::Value, CodecError> {
         match self.decoder.decode(bytes).await {
-            Ok(result) => Ok(Decoded {
-                schema_name: result.name.map(|n| n.fullname(None)),
-                json: avro_to_json(&result.value),
-            }),
+            Ok(result) => Ok(avro_to_json(&result.value)),
             Err(e) => {
                 self.decoder.remove_errors_from_cache();
                 Err(registry_error(e, CodecError::Undecodable))
@@ -129,6 +119,6 @@ impl EventCodec {
     /// Decodes a record value into a Rust event type.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: Option<&[u8]>) -> Result<T, CodecError> {
         let decoded = self.decode_json(bytes).await?;
-        serde_json::from_value(decoded.json).map_err(|e| CodecError::Undecodable(e.to_string()))
+        serde_json::from_value(decoded).map_err(|e| CodecError::Undecodable(e.to_string()))
     }
 }

@@ -127,11 +127,7 @@ async fn on_topic(
                 .unwrap_or_default();
             return (
                 headers,
-                codec
-                    .decode_json(message.payload())
-                    .await
-                    .expect("decodes")
-                    .json,
+                codec.decode_json(message.payload()).await.expect("decodes"),
             );
         }
         assert!(

@@ -303,7 +303,7 @@ async fn two_relays_publish_every_event_once_in_aggregate_order() {
         let mut versions = Vec::new();
         for m in mine {
             versions.push(
-                codec.decode_json(m.payload()).await.unwrap().json["aggregate_version"]
+                codec.decode_json(m.payload()).await.unwrap()["aggregate_version"]
                     .as_i64()
                     .unwrap(),
             );

@@ -118,11 +118,7 @@ async fn the_created_event_is_on_its_topic_with_key_headers_and_envelope() {
     assert_eq!(headers["event_type"], "PatientCreated");
     assert_eq!(headers["event_id"], event_id);
     assert!(headers.contains_key("correlation_id") && headers["traceparent"].starts_with("00-"));
-    let record = codec
-        .decode_json(Some(payload))
-        .await
-        .expect("decodes")
-        .json;
+    let record = codec.decode_json(Some(payload)).await.expect("decodes");
     assert_eq!(record["event_id"], event_id.as_str());
     assert_eq!(record["aggregate_id"], id.as_str());
     assert_eq!(record["aggregate_version"], 1);

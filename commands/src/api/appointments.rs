@@ -12,7 +12,7 @@ use platform::auth::Caller;
 use platform::problem::Problem;
 use uuid::Uuid;
 
-use super::{AppState, Execution, Incoming, if_match, receive, require_patient, valid};
+use super::{AppState, Endpoint, Execution, fresh_or_replay, receive, require_patient, valid};
 use crate::domain::appointment::{self, Appointment, AppointmentCommand, CancelBody, ScheduleBody};
 
 const SCHEDULERS: [Role; 2] = [Role::Practitioner, Role::Admin];
@@ -24,19 +24,14 @@ pub(super) async fn schedule(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let received = match receive::<ScheduleBody>(
-            &app,
-            caller,
-            &SCHEDULERS,
-            "POST /v1/appointments",
-            &headers,
-            body,
-        )
-        .await?
-        {
-            Incoming::Fresh(r) => r,
-            Incoming::Replay(response) => return Ok(response),
+        let endpoint = Endpoint {
+            allowed: &SCHEDULERS,
+            route: "POST /v1/appointments".into(),
+            updates: false,
         };
+        let received = fresh_or_replay!(
+            receive::<ScheduleBody>(&app, caller, &endpoint, &headers, body).await?
+        );
         let new = valid(appointment::parse_schedule(&received.body, Utc::now()))?;
         require_patient(&app, new.patient_id).await?;
         Execution::<Appointment> {
@@ -67,20 +62,20 @@ pub(super) async fn cancel(
         let id: Uuid = id
             .parse()
             .map_err(|_| Problem::not_found(format!("no appointment {id}")))?;
-        caller.require_any(&SCHEDULERS)?;
-        let expected = if_match(&headers)?;
         let route = format!("POST /v1/appointments/{id}/cancel");
+        let endpoint = Endpoint {
+            allowed: &SCHEDULERS,
+            route,
+            updates: true,
+        };
         let received =
-            match receive::<CancelBody>(&app, caller, &SCHEDULERS, &route, &headers, body).await? {
-                Incoming::Fresh(r) => r,
-                Incoming::Replay(response) => return Ok(response),
-            };
+            fresh_or_replay!(receive::<CancelBody>(&app, caller, &endpoint, &headers, body).await?);
         let reason = valid(appointment::parse_cancel(&received.body))?;
         Execution::<Appointment> {
             app: &app,
             meta: &received.meta,
             id,
-            expected: Some(expected),
+            expected: received.expected,
             command: AppointmentCommand::Cancel { reason },
             status: StatusCode::OK,
             collection: "appointments",

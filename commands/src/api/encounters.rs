@@ -13,7 +13,7 @@ use platform::problem::{FieldError, Problem};
 use uuid::Uuid;
 
 use super::{
-    AppState, Execution, Incoming, if_match, load, missing, new_events, receive, rejected,
+    AppState, Endpoint, Execution, fresh_or_replay, load, missing, new_events, receive, rejected,
     require_patient, valid,
 };
 use crate::domain::Aggregate;
@@ -30,19 +30,13 @@ pub(super) async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let received = match receive::<StartBody>(
-            &app,
-            caller,
-            &CLINICIANS,
-            "POST /v1/encounters",
-            &headers,
-            body,
-        )
-        .await?
-        {
-            Incoming::Fresh(r) => r,
-            Incoming::Replay(response) => return Ok(response),
+        let endpoint = Endpoint {
+            allowed: &CLINICIANS,
+            route: "POST /v1/encounters".into(),
+            updates: false,
         };
+        let received =
+            fresh_or_replay!(receive::<StartBody>(&app, caller, &endpoint, &headers, body).await?);
         let new = valid(encounter::parse_start(&received.body, Utc::now()))?;
         require_patient(&app, new.patient_id).await?;
         let meta = &received.meta;
@@ -103,21 +97,21 @@ pub(super) async fn complete(
         let id: Uuid = id
             .parse()
             .map_err(|_| Problem::not_found(format!("no encounter {id}")))?;
-        caller.require_any(&CLINICIANS)?;
-        let expected = if_match(&headers)?;
         let route = format!("POST /v1/encounters/{id}/complete");
-        let received =
-            match receive::<CompleteBody>(&app, caller, &CLINICIANS, &route, &headers, body).await?
-            {
-                Incoming::Fresh(r) => r,
-                Incoming::Replay(response) => return Ok(response),
-            };
+        let endpoint = Endpoint {
+            allowed: &CLINICIANS,
+            route,
+            updates: true,
+        };
+        let received = fresh_or_replay!(
+            receive::<CompleteBody>(&app, caller, &endpoint, &headers, body).await?
+        );
         let completion = valid(encounter::parse_complete(&received.body, Utc::now()))?;
         Execution::<Encounter> {
             app: &app,
             meta: &received.meta,
             id,
-            expected: Some(expected),
+            expected: received.expected,
             command: EncounterCommand::Complete(completion),
             status: StatusCode::OK,
             collection: "encounters",

@@ -10,7 +10,7 @@ use platform::auth::Caller;
 use uuid::Uuid;
 
 use super::encounters::require_encounter_of;
-use super::{AppState, Execution, Incoming, receive, require_patient, valid};
+use super::{AppState, Endpoint, Execution, fresh_or_replay, receive, require_patient, valid};
 use crate::domain::medication::{self, MedicationCommand, MedicationRequest, PrescribeBody};
 
 pub(super) async fn prescribe(
@@ -20,20 +20,15 @@ pub(super) async fn prescribe(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let route = "POST /v1/medication-requests";
-        let received = match receive::<PrescribeBody>(
-            &app,
-            caller,
-            &[Role::Practitioner],
+        let route = "POST /v1/medication-requests".into();
+        let endpoint = Endpoint {
+            allowed: &[Role::Practitioner],
             route,
-            &headers,
-            body,
-        )
-        .await?
-        {
-            Incoming::Fresh(r) => r,
-            Incoming::Replay(response) => return Ok(response),
+            updates: false,
         };
+        let received = fresh_or_replay!(
+            receive::<PrescribeBody>(&app, caller, &endpoint, &headers, body).await?
+        );
         let prescription = valid(medication::parse_prescription(&received.body))?;
         require_patient(&app, prescription.patient_id).await?;
         if let Some(encounter_id) = prescription.encounter_id {

@@ -131,7 +131,28 @@ pub(crate) struct Received<B> {
     pub meta: CommandMeta,
     pub body: B,
     pub json: serde_json::Value,
+    /// The version the client read (`If-Match`), for an update.
+    pub expected: Option<i64>,
 }
+
+/// A command route: who may call it, its name (part of an idempotent request's identity),
+/// and whether it updates an existing aggregate (then `If-Match` is required).
+pub(crate) struct Endpoint<'a> {
+    pub allowed: &'a [Role],
+    pub route: String,
+    pub updates: bool,
+}
+
+/// The received command, or the handler returns the replayed answer of a retried request.
+macro_rules! fresh_or_replay {
+    ($incoming:expr) => {
+        match $incoming {
+            $crate::api::Incoming::Fresh(received) => received,
+            $crate::api::Incoming::Replay(response) => return Ok(response),
+        }
+    };
+}
+pub(crate) use fresh_or_replay;
 
 /// What reading a request produced.
 pub(crate) enum Incoming<B> {
@@ -140,17 +161,22 @@ pub(crate) enum Incoming<B> {
     Replay(Response),
 }
 
-/// Reads a command request: the role (403), the body (413, 400), an `Idempotency-Key` replay,
-/// and the body's shape (422 with the failing member's path).
+/// Reads a command request: the role (403), `If-Match` for an update (412, 400), the body
+/// (413, 400), an `Idempotency-Key` replay, and the body's shape (422 with the failing
+/// member's path).
 pub(crate) async fn receive<B: DeserializeOwned>(
     app: &AppState,
     caller: Caller,
-    allowed: &[Role],
-    route: &str,
+    endpoint: &Endpoint<'_>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Incoming<B>, Problem> {
-    let role = caller.require_any(allowed)?;
+    let role = caller.require_any(endpoint.allowed)?;
+    let expected = if endpoint.updates {
+        Some(if_match(headers)?)
+    } else {
+        None
+    };
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
@@ -172,7 +198,7 @@ pub(crate) async fn receive<B: DeserializeOwned>(
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
     let idempotency = idempotency_key(headers)?.map(|key| {
         let hash = Sha256::new()
-            .chain_update(route.as_bytes())
+            .chain_update(endpoint.route.as_bytes())
             .chain_update(b"\n")
             .chain_update(json.to_string().as_bytes())
             .finalize();
@@ -217,6 +243,7 @@ pub(crate) async fn receive<B: DeserializeOwned>(
         },
         body,
         json,
+        expected,
     }))
 }
 
@@ -386,7 +413,7 @@ pub(crate) fn new_events<E: AggregateEvent>(
 }
 
 /// Reads `If-Match: "<version>"` (also `W/"<n>"` or a bare number): 412 if absent, 400 if malformed.
-pub(crate) fn if_match(headers: &HeaderMap) -> Result<i64, Problem> {
+fn if_match(headers: &HeaderMap) -> Result<i64, Problem> {
     let raw = headers.get(header::IF_MATCH).ok_or_else(|| {
         Problem::new(
             StatusCode::PRECONDITION_FAILED,

@@ -11,7 +11,7 @@ use platform::auth::Caller;
 use uuid::Uuid;
 
 use super::encounters::require_encounter_of;
-use super::{AppState, Execution, Incoming, receive, require_patient, valid};
+use super::{AppState, Endpoint, Execution, fresh_or_replay, receive, require_patient, valid};
 use crate::domain::observation::{self, Observation, ObservationCommand, RecordBody};
 
 pub(super) async fn record(
@@ -21,19 +21,13 @@ pub(super) async fn record(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let received = match receive::<RecordBody>(
-            &app,
-            caller,
-            &[Role::Practitioner],
-            "POST /v1/observations",
-            &headers,
-            body,
-        )
-        .await?
-        {
-            Incoming::Fresh(r) => r,
-            Incoming::Replay(response) => return Ok(response),
+        let endpoint = Endpoint {
+            allowed: &[Role::Practitioner],
+            route: "POST /v1/observations".into(),
+            updates: false,
         };
+        let received =
+            fresh_or_replay!(receive::<RecordBody>(&app, caller, &endpoint, &headers, body).await?);
         let new = valid(observation::parse_record(&received.body, Utc::now()))?;
         require_patient(&app, new.patient_id).await?;
         if let Some(encounter_id) = new.encounter_id {

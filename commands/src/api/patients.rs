@@ -10,7 +10,7 @@ use platform::auth::Caller;
 use platform::problem::Problem;
 use uuid::Uuid;
 
-use super::{AppState, Execution, Incoming, if_match, receive, valid};
+use super::{AppState, Endpoint, Execution, fresh_or_replay, receive, valid};
 use crate::domain::patient::{self, Patient, PatientBody, PatientCommand, Removed};
 
 const WRITERS: [Role; 2] = [Role::Admin, Role::Patient];
@@ -22,19 +22,14 @@ pub(super) async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let received = match receive::<PatientBody>(
-            &app,
-            caller,
-            &WRITERS,
-            "POST /v1/patients",
-            &headers,
-            body,
-        )
-        .await?
-        {
-            Incoming::Fresh(r) => r,
-            Incoming::Replay(response) => return Ok(response),
+        let endpoint = Endpoint {
+            allowed: &WRITERS,
+            route: "POST /v1/patients".into(),
+            updates: false,
         };
+        let received = fresh_or_replay!(
+            receive::<PatientBody>(&app, caller, &endpoint, &headers, body).await?
+        );
         let demographics = valid(patient::parse_registration(&received.body))?;
         let meta = &received.meta;
         // A patient registers themselves, under the id their token names.
@@ -79,13 +74,14 @@ pub(super) async fn update(
                 "patients may update only their own record",
             ));
         }
-        let expected = if_match(&headers)?;
-        let route = format!("PATCH /v1/patients/{id}");
-        let received =
-            match receive::<PatientBody>(&app, caller, &WRITERS, &route, &headers, body).await? {
-                Incoming::Fresh(r) => r,
-                Incoming::Replay(response) => return Ok(response),
-            };
+        let endpoint = Endpoint {
+            allowed: &WRITERS,
+            route: format!("PATCH /v1/patients/{id}"),
+            updates: true,
+        };
+        let received = fresh_or_replay!(
+            receive::<PatientBody>(&app, caller, &endpoint, &headers, body).await?
+        );
         let patch = valid(patient::parse_patch(
             &received.body,
             &Removed::from_patch(&received.json),
@@ -94,7 +90,7 @@ pub(super) async fn update(
             app: &app,
             meta: &received.meta,
             id,
-            expected: Some(expected),
+            expected: received.expected,
             command: PatientCommand::UpdateDemographics(patch),
             status: StatusCode::OK,
             collection: "patients",
