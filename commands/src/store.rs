@@ -2,6 +2,8 @@
 //! concurrency on `(aggregate_id, aggregate_version)`, and the transactional outbox that the
 //! relay publishes from.
 
+use std::collections::{HashMap, HashSet};
+
 use events::{Actor, Envelope};
 use platform::db::Migration;
 use sqlx::postgres::PgRow;
@@ -149,25 +151,97 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
-/// Leases up to `limit` unpublished outbox rows, oldest first, for the length of `tx`.
+/// The relay's advisory-lock namespace (first key of `pg_try_advisory_xact_lock(int, int)`).
+pub const RELAY_LOCK_SPACE: i32 = 8082;
+/// Aggregates are leased in this many buckets: a relay transaction holds at most this many
+/// advisory locks, however large the backlog.
+pub const RELAY_LOCK_BUCKETS: u32 = 64;
+
+/// The lease bucket of an aggregate (every event of an aggregate is in the same bucket).
+pub fn lease_bucket(aggregate_id: Uuid) -> i32 {
+    let bits = aggregate_id.as_u128();
+    (((bits >> 64) as u64 ^ bits as u64) % u64::from(RELAY_LOCK_BUCKETS)) as i32
+}
+
+/// Leases about `limit` unpublished outbox rows, oldest first, for the length of `tx`,
+/// skipping the aggregates in `skip` (those the caller is backing off from).
 ///
-/// The lease is per aggregate (a transaction-scoped advisory lock on the aggregate id): a relay
-/// skips every row of an aggregate another relay holds, so two relays never publish events of
-/// one aggregate at the same time, and per-aggregate order holds with several relays.
+/// The lease is per bucket of aggregates (a transaction-scoped advisory lock on
+/// `(RELAY_LOCK_SPACE, lease_bucket(aggregate))`): a relay skips every row of a bucket another
+/// relay holds, so two relays never publish events of one aggregate at the same time, and
+/// per-aggregate order holds with several relays. Locks are taken only on the buckets of a
+/// bounded window of candidate rows, never per scanned row, so one lease holds at most
+/// [`RELAY_LOCK_BUCKETS`] locks whatever the backlog.
+///
+/// No committed row is skipped: an aggregate's later event commits only after its earlier one
+/// (optimistic concurrency), so when a later row is a candidate every earlier unpublished row
+/// of its aggregate is one too, and the rows are re-read under the locks with a fresh snapshot.
 pub async fn lease_unpublished(
     tx: &mut PgConnection,
     limit: i64,
+    skip: &[Uuid],
 ) -> Result<Vec<OutboxEntry>, sqlx::Error> {
+    // 1. A bounded window of the oldest unpublished rows; no locks.
+    let candidates: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT id, aggregate_id FROM outbox
+         WHERE published_at IS NULL AND aggregate_id <> ALL($2)
+         ORDER BY id LIMIT $1",
+    )
+    .bind(limit.saturating_mul(2))
+    .bind(skip)
+    .fetch_all(&mut *tx)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    // 2. The buckets of the oldest rows, in order of first appearance, until they hold `limit`
+    //    rows; the rest of the window is left to other relays.
+    let mut rows_in: HashMap<i32, i64> = HashMap::new();
+    let mut order = Vec::new();
+    for (_, aggregate) in &candidates {
+        let bucket = lease_bucket(*aggregate);
+        let count = rows_in.entry(bucket).or_insert(0);
+        if *count == 0 {
+            order.push(bucket);
+        }
+        *count += 1;
+    }
+    let mut wanted = Vec::new();
+    let mut rows = 0;
+    for bucket in order {
+        if rows >= limit {
+            break;
+        }
+        rows += rows_in[&bucket];
+        wanted.push(bucket);
+    }
+    let locked: HashSet<i32> = sqlx::query_scalar(
+        "SELECT b FROM UNNEST($1::INT4[]) AS t (b) WHERE pg_try_advisory_xact_lock($2, b)",
+    )
+    .bind(&wanted)
+    .bind(RELAY_LOCK_SPACE)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let ids: Vec<i64> = candidates
+        .iter()
+        .filter(|(_, aggregate)| locked.contains(&lease_bucket(*aggregate)))
+        .map(|(id, _)| *id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // 3. The leased rows with their events, re-read under the locks (a row another relay
+    //    published since step 1 is gone from `published_at IS NULL`).
     sqlx::query(&format!(
         "SELECT o.id, o.topic, e.traceparent, {EVENT_COLUMNS}
          FROM outbox o JOIN events e ON e.event_id = o.event_id
-         WHERE o.published_at IS NULL
-           AND pg_try_advisory_xact_lock(hashtextextended(o.aggregate_id::text, 8082))
+         WHERE o.id = ANY($1) AND o.published_at IS NULL
          ORDER BY o.id
-         LIMIT $1
-         FOR UPDATE OF o SKIP LOCKED"
+         FOR UPDATE OF o"
     ))
-    .bind(limit)
+    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     .iter()

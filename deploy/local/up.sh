@@ -2,6 +2,7 @@
 # Healthplane local stack, the embedded default: PostgreSQL, the tansu Kafka broker with
 # durable SQLite storage, the schema registry, the command API, the patient projector and the
 # GraphQL API, all on this machine. Installs what is missing; a second run keeps the data.
+# A process that dies is restarted with backoff (and the restart is said here and in its log);
 # Ctrl-C stops everything cleanly.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -19,25 +20,55 @@ require_free_port 8082 "command API"
 require_free_port 8080 "GraphQL API"
 for port in 9101 9102 9103 9104 9105 9106; do require_free_port "$port" "projector metrics"; done
 
-pids=()
+RUNDIR=$(mktemp -d -t healthplane-up.XXXXXX)
+supervisors=()
 names=()
 stop_all() {
   trap - INT TERM EXIT
-  if ((${#pids[@]})); then
+  touch "$RUNDIR/stopping"
+  if ((${#supervisors[@]})); then
     log "stopping Healthplane"
     # Reverse order: services first, the broker last.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+    for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+      pid=$(cat "$RUNDIR/${names[i]}.pid" 2>/dev/null || true)
+      [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+      kill -TERM "${supervisors[i]}" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
   fi
+  rm -rf "$RUNDIR"
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
+# Runs "$@" as the service $1 and restarts it whenever it exits, until the stack stops: after
+# 1 s, doubling to 30 s while it keeps failing (a run of a minute or more starts over at 1 s).
+supervise() {
+  local name=$1 restarts=0 started status wait
+  shift
+  trap 'kill -TERM "$(cat "$RUNDIR/$name.pid" 2>/dev/null)" 2>/dev/null; exit 0' TERM
+  while :; do
+    started=$SECONDS
+    "$@" >>"$DATA/logs/$name.log" 2>&1 &
+    echo $! >"$RUNDIR/$name.pid"
+    wait $! && status=0 || status=$?
+    [ -e "$RUNDIR/stopping" ] && return 0
+    ((SECONDS - started >= 60)) && restarts=0
+    restarts=$((restarts + 1))
+    wait=$((restarts > 5 ? 30 : 1 << (restarts - 1)))
+    log "$name exited (status $status); restarting it in ${wait}s (restart $restarts in a row; see $DATA/logs/$name.log)"
+    printf '%s healthplane up.sh: exited with status %s; restarting in %ss\n' "$(date -u +%FT%TZ)" "$status" "$wait" >>"$DATA/logs/$name.log"
+    sleep "$wait" &
+    wait $! || true
+    [ -e "$RUNDIR/stopping" ] && return 0
+  done
+}
+
 start() {
   local name=$1
   shift
-  "$@" >>"$DATA/logs/$name.log" 2>&1 &
-  pids+=($!)
+  supervise "$name" "$@" &
+  supervisors+=($!)
   names+=("$name")
 }
 
@@ -81,16 +112,9 @@ Try it:
   curl -s localhost:8082/v1/patients -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
     -d '{"identifier":[{"system":"urn:oid:2.16.840.1.113883.4.1","value":"123-45-6789"}],"name":{"given":["Ada"],"family":"Lovelace"},"gender":"female","birthDate":"1815-12-10"}'
 
-Ctrl-C stops everything; the data stays in $DATA.
+A process that dies is restarted (said here and in its log). Ctrl-C stops everything;
+the data stays in $DATA.
 MSG
 
-# Stop everything if any part dies.
-set +e
-wait -n
-status=$?
-for i in "${!pids[@]}"; do
-  if ! kill -0 "${pids[i]}" 2>/dev/null; then
-    log "${names[i]} exited (status $status); see $DATA/logs/${names[i]}.log"
-  fi
-done
-exit 1
+# Keep running until Ctrl-C; the supervisors restart what dies.
+wait

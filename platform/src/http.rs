@@ -29,18 +29,41 @@ struct Ops {
 
 /// `/health/live`, `/health/ready` and `/metrics`, to merge into a service's router.
 pub fn ops_router(metrics: Arc<Metrics>, ready: ReadyCheck) -> Router {
-    Router::new()
+    ops_router_with(metrics, ready, Vec::new())
+}
+
+/// Like [`ops_router`], with more checks answered like `/health/ready` at their own paths
+/// (e.g. `/health/relay` for a part of the process that must not take the whole of it out of
+/// service).
+pub fn ops_router_with(
+    metrics: Arc<Metrics>,
+    ready: ReadyCheck,
+    checks: Vec<(&'static str, ReadyCheck)>,
+) -> Router {
+    let mut router = Router::new()
         .route(
             "/health/live",
             get(|| async { axum::Json(serde_json::json!({"status": "up"})) }),
         )
-        .route("/health/ready", get(ready_handler))
-        .route("/metrics", get(metrics_handler))
-        .with_state(Ops { metrics, ready })
+        .route(
+            "/health/ready",
+            get(|State(ops): State<Ops>| async move { check_response(&ops.ready).await }),
+        )
+        .route("/metrics", get(metrics_handler));
+    for (path, check) in checks {
+        router = router.route(
+            path,
+            get(move || {
+                let check = check.clone();
+                async move { check_response(&check).await }
+            }),
+        );
+    }
+    router.with_state(Ops { metrics, ready })
 }
 
-async fn ready_handler(State(ops): State<Ops>) -> impl IntoResponse {
-    match (ops.ready)().await {
+async fn check_response(check: &ReadyCheck) -> impl IntoResponse + use<> {
+    match check().await {
         Ok(details) => {
             let mut body = serde_json::json!({"status": "ready"});
             if let (Some(body), serde_json::Value::Object(details)) =

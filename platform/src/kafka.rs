@@ -169,3 +169,78 @@ impl rdkafka::ClientContext for BrokerWatch {
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
+
+/// An idempotent producer that starts a new producer session when librdkafka declares the old
+/// one unusable, or after every broker connection was lost: a broker that comes back then sees
+/// a fresh producer id (the embedded broker wedges on a producer id from before its restart,
+/// and one whose storage was reset knows none). Messages the old producer had in flight fail
+/// (their callers retry); none is reported delivered that was not.
+pub struct RenewingProducer {
+    config: ClientConfig,
+    current: std::sync::RwLock<(
+        std::sync::Arc<rdkafka::producer::FutureProducer<BrokerWatch>>,
+        BrokerWatch,
+    )>,
+    /// When the producer was last replaced (at most one renewal per 5 s during an outage).
+    renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl RenewingProducer {
+    pub fn new(config: ClientConfig) -> rdkafka::error::KafkaResult<Self> {
+        let watch = BrokerWatch::default();
+        let producer = config.create_with_context(watch.clone())?;
+        Ok(RenewingProducer {
+            config,
+            current: std::sync::RwLock::new((std::sync::Arc::new(producer), watch)),
+            renewed_at: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The current producer (renewed first if it has to be).
+    pub fn get(&self) -> std::sync::Arc<rdkafka::producer::FutureProducer<BrokerWatch>> {
+        self.renew_if_needed();
+        self.current
+            .read()
+            .expect("producer lock poisoned")
+            .0
+            .clone()
+    }
+
+    /// Notes a delivery that failed (timed out): the next use starts a new session (at most one
+    /// per 5 s), in case the broker no longer knows this one.
+    pub fn suspect(&self) {
+        let current = self.current.read().expect("producer lock poisoned");
+        current
+            .1
+            .lost
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Replaces the producer if it failed fatally or lost every broker since the last renewal.
+    pub fn renew_if_needed(&self) {
+        use rdkafka::producer::Producer;
+        let mut renewed_at = self.renewed_at.lock().expect("producer lock poisoned");
+        let reason = {
+            let current = self.current.read().expect("producer lock poisoned");
+            match current.0.client().fatal_error() {
+                Some(fatal) => format!("the producer failed fatally: {fatal:?}"),
+                None if renewed_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5))
+                    && current.1.take_lost() =>
+                {
+                    "every broker connection was lost".to_string()
+                }
+                None => return,
+            }
+        };
+        *renewed_at = Some(std::time::Instant::now());
+        tracing::warn!(reason, "starting a new Kafka producer session");
+        let watch = BrokerWatch::default();
+        match self.config.create_with_context(watch.clone()) {
+            Ok(producer) => {
+                *self.current.write().expect("producer lock poisoned") =
+                    (std::sync::Arc::new(producer), watch);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        }
+    }
+}

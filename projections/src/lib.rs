@@ -8,6 +8,7 @@ pub mod appointment;
 pub mod audit;
 pub mod encounter;
 pub mod laboratory;
+pub mod log_check;
 pub mod patient;
 pub mod pharmacy;
 pub mod rebuild;

@@ -20,6 +20,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use crate::log_check::Stored;
 use crate::runner::{self, Projection, Record};
 
 /// The schema a rebuild fills.
@@ -37,6 +40,10 @@ pub struct RebuildOptions {
     pub batch_size: i64,
     /// Discard an interrupted rebuild instead of resuming it.
     pub restart: bool,
+    /// Offsets the rebuilt model starts from instead of the live projector's, stored in the
+    /// swap's transaction (a projector recovering from offsets outside the log passes the log
+    /// start of those partitions).
+    pub reset_offsets: HashMap<(String, i32), Stored>,
 }
 
 /// How far a rebuild has come.
@@ -206,7 +213,14 @@ pub async fn rebuild<P: Projection>(
     }
     build.close().await;
 
-    swap(projection, &admin, &events, position).await?;
+    swap(
+        projection,
+        &admin,
+        &events,
+        position,
+        &options.reset_offsets,
+    )
+    .await?;
     sqlx::query("SELECT pg_advisory_unlock(hashtext('rebuild:' || $1))")
         .bind(name)
         .execute(&mut *guard)
@@ -224,6 +238,7 @@ async fn swap<P: Projection>(
     admin: &PgPool,
     events: &PgPool,
     position: i64,
+    reset_offsets: &HashMap<(String, i32), Stored>,
 ) -> anyhow::Result<()> {
     let name = projection.name();
     let topics = projection.topics();
@@ -269,6 +284,9 @@ async fn swap<P: Projection>(
         .await?;
     if live_offsets {
         take_over_offsets(&mut tx, name).await?;
+    }
+    if !reset_offsets.is_empty() {
+        runner::store_offsets(&mut tx, name, reset_offsets).await?;
     }
     let retire_live = if live_schema {
         format!("ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_replaced;")

@@ -7,10 +7,17 @@
 //! the reason and their origin in headers, before the batch commits; the projector carries
 //! on. A transient failure (broker, registry or database) restarts the session from the
 //! stored offsets.
+//!
+//! Stored offsets are checked against the broker's log when the session starts and every few
+//! seconds while it runs (`log_check`). An offset outside the log (a broker reset, a recreated
+//! topic, retention) makes the projector not ready, with the reason, a metric and an error log;
+//! it then recovers without skipping: a model the event store holds is rebuilt from it (the
+//! rebuild takes over offsets reset to the log start), and the audit index, whose history is
+//! its topic, re-reads what the log still holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use events::catalog::TopicSpec;
@@ -26,12 +33,17 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::log_check::{self, PartitionLog, Placement, Stored};
+use crate::rebuild::{self, RebuildOptions};
 
 /// Tables the runner keeps in every read-model schema.
-pub const RUNNER_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "offsets and pending events",
-    sql: "CREATE TABLE projection_offsets (
+pub const RUNNER_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "offsets and pending events",
+        sql: "CREATE TABLE projection_offsets (
             projection TEXT NOT NULL,
             topic TEXT NOT NULL,
             partition INTEGER NOT NULL,
@@ -46,7 +58,13 @@ pub const RUNNER_MIGRATIONS: &[Migration] = &[Migration {
             record JSONB NOT NULL,
             received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (projection, aggregate_id, aggregate_version));",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "fingerprint of the record before each stored offset",
+        sql: "ALTER TABLE projection_offsets ADD COLUMN record_fingerprint BIGINT;",
+    },
+];
 
 /// A decoded topic record.
 #[derive(Debug, Clone)]
@@ -129,26 +147,36 @@ pub async fn lock_shared(conn: &mut PgConnection, projection: &str) -> Result<()
         .map(|_| ())
 }
 
-/// Stores the next offsets of the partitions a batch touched.
+/// Stores the next offsets of the partitions a batch touched, each with the fingerprint of the
+/// record before it (`None`: nothing read yet, as after a reset to the log start).
 pub async fn store_offsets(
     conn: &mut PgConnection,
     projection: &str,
-    next: &HashMap<(String, i32), i64>,
+    next: &HashMap<(String, i32), Stored>,
 ) -> Result<(), sqlx::Error> {
-    let (topics, (partitions, offsets)): (Vec<&str>, (Vec<i32>, Vec<i64>)) = next
-        .iter()
-        .map(|((t, p), o)| (t.as_str(), (*p, *o)))
-        .unzip();
+    let mut topics = Vec::with_capacity(next.len());
+    let mut partitions = Vec::with_capacity(next.len());
+    let mut offsets = Vec::with_capacity(next.len());
+    let mut fingerprints = Vec::with_capacity(next.len());
+    for ((topic, partition), stored) in next {
+        topics.push(topic.as_str());
+        partitions.push(*partition);
+        offsets.push(stored.next);
+        fingerprints.push(stored.fingerprint);
+    }
     sqlx::query(
-        "INSERT INTO projection_offsets (projection, topic, partition, next_offset)
-         SELECT $1, t, p, o FROM UNNEST($2::TEXT[], $3::INT[], $4::BIGINT[]) AS x (t, p, o)
+        "INSERT INTO projection_offsets (projection, topic, partition, next_offset, record_fingerprint)
+         SELECT $1, t, p, o, f
+         FROM UNNEST($2::TEXT[], $3::INT[], $4::BIGINT[], $5::BIGINT[]) AS x (t, p, o, f)
          ON CONFLICT (projection, topic, partition)
-         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+         DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                       record_fingerprint = EXCLUDED.record_fingerprint, updated_at = now()",
     )
     .bind(projection)
     .bind(topics)
     .bind(partitions)
     .bind(offsets)
+    .bind(fingerprints)
     .execute(conn)
     .await
     .map(|_| ())
@@ -160,6 +188,10 @@ pub struct RunnerConfig {
     pub brokers: String,
     pub registry_url: String,
     pub max_batch: usize,
+    /// The read model's database (for a rebuild after offsets outside the log).
+    pub database_url: String,
+    /// The event store, read (never written) to rebuild the model when the log lost events.
+    pub event_store_url: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,8 +208,16 @@ pub struct RunnerMetrics {
     held: Counter,
     dead_lettered: Counter,
     lag: Family<PartitionLabels, Gauge>,
+    outside_log: Family<PartitionLabels, Gauge>,
+    outside_log_events: Family<PartitionLabels, Counter>,
+    recoveries: Counter,
     /// Latest lag per (topic, partition), for `/health/ready`.
     pub lag_snapshot: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Why the projector cannot serve a current model (offsets outside the log, a recovery
+    /// under way), for `/health/ready`; `None` when nothing is wrong.
+    pub problem: Arc<Mutex<Option<String>>>,
+    /// Woken when a check finds offsets outside the log while the session runs.
+    recheck: Arc<Notify>,
 }
 
 impl RunnerMetrics {
@@ -208,8 +248,46 @@ impl RunnerMetrics {
                 "Records on the topic not yet applied, per partition",
                 Family::default(),
             ),
+            outside_log: metrics.register(
+                "projection_offset_outside_log",
+                "1 while the stored offset of a partition is outside the broker's log",
+                Family::default(),
+            ),
+            outside_log_events: metrics.register(
+                "projection_offset_outside_log_detections",
+                "Times a stored offset was found outside the broker's log, per partition",
+                Family::default(),
+            ),
+            recoveries: metrics.register(
+                "projection_recoveries",
+                "Recoveries from offsets outside the log (rebuilds or resets to the log start)",
+                Counter::default(),
+            ),
             lag_snapshot: Arc::default(),
+            problem: Arc::default(),
+            recheck: Arc::default(),
         }
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().expect("problem poisoned") = problem;
+    }
+
+    /// Publishes the lag and outside-the-log gauges of `logs`.
+    fn publish_logs(&self, logs: &[PartitionLog]) {
+        let mut snapshot = HashMap::new();
+        for log in logs {
+            let labels = PartitionLabels {
+                topic: log.topic.clone(),
+                partition: log.partition,
+            };
+            self.lag.get_or_create(&labels).set(log.lag());
+            self.outside_log
+                .get_or_create(&labels)
+                .set(i64::from(log.placement != Placement::InLog));
+            snapshot.insert((log.topic.clone(), log.partition), log.lag());
+        }
+        *self.lag_snapshot.lock().expect("lag snapshot poisoned") = snapshot;
     }
 
     fn count(&self, outcome: &Outcome) {
@@ -234,14 +312,15 @@ pub async fn run<P: Projection>(
         platform::kafka::producer_config(&config.brokers, Duration::from_secs(30))
             .create()
             .context("cannot create the dead-letter producer")?;
-    tokio::spawn(watch_lag(
+    let watcher = tokio::spawn(watch_log(
         projection.name(),
         projection.topics(),
         pool.clone(),
         config.brokers.clone(),
         metrics.clone(),
     ));
-    loop {
+    let mut failures = 0u32;
+    let result = loop {
         let session = Session {
             projection: projection.as_ref(),
             pool: &pool,
@@ -250,17 +329,28 @@ pub async fn run<P: Projection>(
             metrics: &metrics,
             config: &config,
         };
+        let started = Instant::now();
         match session.run(&mut shutdown).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => break Ok(()),
             Err(e) => {
-                tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), "projector session failed; restarting from stored offsets");
+                // A session that ran for a while before failing starts a fresh backoff.
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures += 1;
+                // 1 s, doubling to at most 30 s while the failure repeats.
+                let wait =
+                    Duration::from_secs(1 << (failures - 1).min(5)).min(Duration::from_secs(30));
+                tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), consecutive_failures = failures, retry_in_s = wait.as_secs(), "projector session failed; restarting from stored offsets");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => break Ok(()),
                 }
             }
         }
-    }
+    };
+    watcher.abort();
+    result
 }
 
 struct Session<'a, P> {
@@ -279,6 +369,9 @@ impl<P: Projection> Session<'_, P> {
             let first = tokio::select! {
                 message = consumer.recv() => message?,
                 _ = shutdown.changed() => return Ok(()),
+                _ = self.metrics.recheck.notified() => {
+                    anyhow::bail!("a stored offset is outside the broker's log")
+                }
             };
             let mut batch = vec![first];
             while batch.len() < self.config.max_batch {
@@ -291,34 +384,66 @@ impl<P: Projection> Session<'_, P> {
         }
     }
 
-    /// A consumer assigned to every partition of the projection's topics at the stored offsets.
+    /// A consumer assigned to every partition of the projection's topics at the stored offsets,
+    /// once every stored offset is known to be in the log (recovering those that are not).
     async fn assign(&self) -> anyhow::Result<StreamConsumer> {
         let name = self.projection.name();
         let consumer: StreamConsumer = platform::kafka::client_config(&self.config.brokers)
             .set("group.id", format!("healthplane-projector-{name}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // An offset outside the log fails the session (the check below then explains and
+            // recovers); it never silently jumps to another offset.
+            .set("auto.offset.reset", "error")
             .create()
             .context("cannot create the consumer")?;
-        let stored = stored_offsets(self.pool, name).await?;
-        let mut assignment = TopicPartitionList::new();
+        let mut partitions = Vec::new();
         for topic in self.projection.topics() {
             let metadata = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
                 .with_context(|| format!("cannot read metadata of {topic}"))?;
-            let partitions = metadata
+            let count = metadata
                 .topics()
                 .first()
                 .map(|t| t.partitions().len())
                 .unwrap_or(0);
-            anyhow::ensure!(partitions > 0, "topic {topic} does not exist yet");
-            for partition in 0..partitions as i32 {
-                let offset = stored
-                    .get(&(topic.to_string(), partition))
-                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                assignment.add_partition_offset(topic, partition, offset)?;
+            anyhow::ensure!(count > 0, "topic {topic} does not exist yet");
+            partitions.extend((0..count as i32).map(|p| (topic.to_string(), p)));
+        }
+        let mut stored = stored_offsets(self.pool, name).await?;
+        // Every stored offset is read back at the start of a session.
+        let logs = check_log(&self.config.brokers, &partitions, &stored, |_, _, _, _| {
+            true
+        })
+        .await?;
+        self.metrics.publish_logs(&logs);
+        let outside: Vec<&PartitionLog> = logs
+            .iter()
+            .filter(|l| l.placement != Placement::InLog)
+            .collect();
+        if !outside.is_empty() {
+            if let Err(e) = self.recover(&outside).await {
+                let problem = self
+                    .metrics
+                    .problem
+                    .lock()
+                    .expect("problem poisoned")
+                    .clone();
+                self.metrics.set_problem(Some(format!(
+                    "{}; the recovery failed and is retried: {e:#}",
+                    problem.unwrap_or_default()
+                )));
+                return Err(e);
             }
+            stored = stored_offsets(self.pool, name).await?;
+        }
+        self.metrics.set_problem(None);
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            let offset = stored
+                .get(&(topic.clone(), *partition))
+                .map_or(Offset::Beginning, |o| Offset::Offset(o.next));
+            assignment.add_partition_offset(topic, *partition, offset)?;
         }
         consumer.assign(&assignment)?;
         tracing::info!(
@@ -329,6 +454,92 @@ impl<P: Projection> Session<'_, P> {
         Ok(consumer)
     }
 
+    /// Recovers from stored offsets outside the log, without skipping an event: a model the
+    /// event store holds is rebuilt from it, taking over offsets reset to the log start (what
+    /// the log still holds is re-read, and ignored as duplicates); the audit index, whose history
+    /// is its topic, re-reads the log from its start.
+    async fn recover(&self, outside: &[&PartitionLog]) -> anyhow::Result<()> {
+        let name = self.projection.name();
+        let problems: Vec<String> = outside.iter().filter_map(|l| l.problem()).collect();
+        let rebuild = self.projection.rebuilds_from_event_store();
+        let action = if rebuild {
+            "rebuilding the read model from the event store"
+        } else {
+            "re-reading the log from its start (this model's history is its topic)"
+        };
+        for log in outside {
+            let labels = PartitionLabels {
+                topic: log.topic.clone(),
+                partition: log.partition,
+            };
+            self.metrics.outside_log_events.get_or_create(&labels).inc();
+            tracing::error!(
+                projection = name,
+                topic = log.topic,
+                partition = log.partition,
+                stored_offset = log.stored.map(|s| s.next),
+                log_start = log.low,
+                log_end = log.high,
+                problem = log.problem().unwrap_or_default(),
+                action,
+                "a stored offset is outside the broker's log"
+            );
+        }
+        let summary = format!("{}; {action}", problems.join("; "));
+        self.metrics.set_problem(Some(summary.clone()));
+        // The offsets restart at the log start: stored with the rebuilt model when it is swapped
+        // in (a failed rebuild leaves them outside the log, to be found and retried), or at once.
+        let reset: HashMap<(String, i32), Stored> = outside
+            .iter()
+            .map(|l| {
+                let stored = Stored {
+                    next: l.low,
+                    fingerprint: None,
+                };
+                ((l.topic.clone(), l.partition), stored)
+            })
+            .collect();
+        if rebuild {
+            let options = RebuildOptions {
+                database_url: self.config.database_url.clone(),
+                event_store_url: self.config.event_store_url.clone(),
+                batch_size: 5_000,
+                restart: true,
+                reset_offsets: reset,
+            };
+            let mut last = Instant::now();
+            let report = rebuild::rebuild(self.projection, &options, |p| {
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    self.metrics
+                        .set_problem(Some(format!("{summary}: {}/{} events", p.done, p.total)));
+                }
+            })
+            .await
+            .with_context(|| {
+                format!("cannot rebuild the {name} read model from the event store")
+            })?;
+            tracing::info!(
+                projection = name,
+                events = report.events,
+                seconds = report.seconds,
+                "rebuilt the read model from the event store after offsets outside the log; \
+                 consuming from the log start"
+            );
+        } else {
+            let mut tx = self.pool.begin().await?;
+            lock_shared(&mut tx, name).await?;
+            store_offsets(&mut tx, name, &reset).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                projection = name,
+                "offsets reset to the log start; records the log no longer holds cannot be indexed"
+            );
+        }
+        self.metrics.recoveries.inc();
+        Ok(())
+    }
+
     /// Decodes and applies a batch in one transaction, with the offsets it reached; poison goes
     /// to the dead-letter topic (acknowledged) before the commit.
     async fn process(&self, batch: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
@@ -336,11 +547,14 @@ impl<P: Projection> Session<'_, P> {
         let mut records = Vec::with_capacity(batch.len());
         let mut sources = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
-        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut next_offsets: HashMap<(String, i32), Stored> = HashMap::new();
         for message in batch {
             next_offsets.insert(
                 (message.topic().to_string(), message.partition()),
-                message.offset() + 1,
+                Stored {
+                    next: message.offset() + 1,
+                    fingerprint: Some(log_check::fingerprint(message.key(), message.payload())),
+                },
             );
             match self.codec.decode_json(message.payload()).await {
                 Ok(decoded) => {
@@ -421,75 +635,115 @@ impl<P: Projection> Session<'_, P> {
 async fn stored_offsets(
     pool: &PgPool,
     projection: &str,
-) -> Result<HashMap<(String, i32), i64>, sqlx::Error> {
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1",
+) -> Result<HashMap<(String, i32), Stored>, sqlx::Error> {
+    let rows: Vec<(String, i32, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset, record_fingerprint
+         FROM projection_offsets WHERE projection = $1",
     )
     .bind(projection)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(t, p, next, fingerprint)| ((t, p), Stored { next, fingerprint }))
+        .collect())
 }
 
-/// Every 5 s: lag = the partition's high watermark minus the stored next offset.
-async fn watch_lag(
+/// Checks the stored offsets of `partitions` against the broker's log (on a blocking thread).
+async fn check_log(
+    brokers: &str,
+    partitions: &[(String, i32)],
+    stored: &HashMap<(String, i32), Stored>,
+    verify: impl Fn(&str, i32, Stored, i64) -> bool + Send + 'static,
+) -> anyhow::Result<Vec<PartitionLog>> {
+    let brokers = brokers.to_string();
+    let partitions: Vec<(String, i32, Option<Stored>)> = partitions
+        .iter()
+        .map(|(t, p)| (t.clone(), *p, stored.get(&(t.clone(), *p)).copied()))
+        .collect();
+    tokio::task::spawn_blocking(move || log_check::inspect(&brokers, &partitions, verify))
+        .await
+        .context("the log check panicked")?
+        .context("cannot check the stored offsets against the broker's log")
+}
+
+/// Every 5 s: lag per partition against the log, and whether each stored offset is still in
+/// the log (a broker reset or retention while the projector runs). An offset found outside
+/// the log restarts the session, whose start recovers it.
+async fn watch_log(
     projection: &'static str,
     topics: &'static [&'static str],
     pool: PgPool,
     brokers: String,
     metrics: RunnerMetrics,
 ) {
-    let consumer: Option<Arc<BaseConsumer>> = platform::kafka::client_config(&brokers)
+    let Ok(client) = platform::kafka::client_config(&brokers)
         .set("group.id", format!("healthplane-lag-{projection}"))
-        .create()
-        .ok()
-        .map(Arc::new);
-    let Some(consumer) = consumer else { return };
+        .create::<BaseConsumer>()
+        .map(Arc::new)
+    else {
+        return;
+    };
+    // (stored offset, high watermark) last read back per partition: while neither moves, the
+    // record is not read again.
+    let mut verified: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     loop {
-        if let Ok(stored) = stored_offsets(&pool, projection).await {
-            let client = consumer.clone();
-            let ends = tokio::task::spawn_blocking(move || {
-                let mut ends = Vec::new();
-                for topic in topics {
-                    let Ok(metadata) = client.fetch_metadata(Some(topic), Duration::from_secs(5))
-                    else {
-                        continue;
-                    };
-                    let partitions = metadata
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Ok(stored) = stored_offsets(&pool, projection).await else {
+            continue;
+        };
+        let metadata_client = client.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            let mut partitions = Vec::new();
+            for topic in topics {
+                if let Ok(metadata) =
+                    metadata_client.fetch_metadata(Some(topic), Duration::from_secs(5))
+                {
+                    let count = metadata
                         .topics()
                         .first()
-                        .map_or(0, |t| t.partitions().len())
-                        as i32;
-                    for partition in 0..partitions {
-                        if let Ok((low, high)) =
-                            client.fetch_watermarks(topic, partition, Duration::from_secs(5))
-                        {
-                            ends.push((topic.to_string(), partition, low, high));
+                        .map_or(0, |t| t.partitions().len());
+                    partitions.extend((0..count as i32).map(|p| (topic.to_string(), p)));
+                }
+            }
+            partitions
+        })
+        .await
+        .unwrap_or_default();
+        if partitions.is_empty() {
+            continue;
+        }
+        // While running, only offsets past the reported high watermark are read back (cheap
+        // range checks cover the rest; the session start reads back every one).
+        let seen = verified.clone();
+        let verify = move |topic: &str, partition: i32, stored: Stored, high: i64| {
+            stored.next > high
+                && seen.get(&(topic.to_string(), partition)) != Some(&(stored.next, high))
+        };
+        match check_log(&brokers, &partitions, &stored, verify).await {
+            Ok(logs) => {
+                // A recovery under way keeps its own problem; its offsets are settled by it.
+                if metrics.problem.lock().expect("problem poisoned").is_some() {
+                    continue;
+                }
+                metrics.publish_logs(&logs);
+                let problems: Vec<String> = logs.iter().filter_map(PartitionLog::problem).collect();
+                if problems.is_empty() {
+                    for log in &logs {
+                        if let Some(s) = log.stored {
+                            verified.insert((log.topic.clone(), log.partition), (s.next, log.high));
                         }
                     }
+                } else {
+                    verified.clear();
+                    metrics.set_problem(Some(format!(
+                        "{}; restarting the projector session to recover",
+                        problems.join("; ")
+                    )));
+                    metrics.recheck.notify_one();
                 }
-                ends
-            })
-            .await
-            .unwrap_or_default();
-            let mut snapshot = HashMap::new();
-            for (topic, partition, low, high) in ends {
-                let next = stored
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or(low);
-                let lag = (high - next).max(0);
-                metrics
-                    .lag
-                    .get_or_create(&PartitionLabels {
-                        topic: topic.clone(),
-                        partition,
-                    })
-                    .set(lag);
-                snapshot.insert((topic, partition), lag);
             }
-            *metrics.lag_snapshot.lock().expect("lag snapshot poisoned") = snapshot;
+            Err(e) => tracing::warn!(projection, error = %format!("{e:#}"), "cannot check the log"),
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

@@ -9,17 +9,18 @@ use chrono::Utc;
 use events::Actor;
 use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
 use events::catalog::AUDIT_PHI_ACCESS;
+use platform::kafka::RenewingProducer;
 use platform::metrics::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use schemas::EventCodec;
 use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
 
 /// The audit topic writer shared by all requests.
 pub struct AuditLog {
-    producer: FutureProducer,
+    producer: RenewingProducer,
     codec: Arc<EventCodec>,
     service: String,
     written: Counter,
@@ -27,7 +28,7 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    pub fn new(producer: FutureProducer, codec: Arc<EventCodec>, metrics: &Metrics) -> Self {
+    pub fn new(producer: RenewingProducer, codec: Arc<EventCodec>, metrics: &Metrics) -> Self {
         AuditLog {
             producer,
             codec,
@@ -86,10 +87,14 @@ impl AuditLog {
             .payload(&bytes)
             .headers(headers);
         self.producer
+            .get()
             .send(record, Duration::from_secs(5))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| format!("broker did not acknowledge: {e}"))
+            .map_err(|(e, _)| {
+                self.producer.suspect();
+                format!("broker did not acknowledge: {e}")
+            })
     }
 }
 

@@ -40,6 +40,7 @@ async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Re
         event_store_url: args.event_store_url.clone(),
         batch_size: args.batch_size,
         restart: args.restart,
+        reset_offsets: Default::default(),
     };
     let name = projection.name();
     let mut last_print = Instant::now() - Duration::from_secs(1);

@@ -63,7 +63,9 @@ fn convert(
     names: &HashMap<Name, &Schema>,
     path: &str,
 ) -> Result<Value, ConversionError> {
-    let expected = |what: &str| err(path, format!("expected {what}, found {json}"));
+    // Errors name the path and the JSON type, never the value: values can be PHI, and these
+    // errors reach logs.
+    let expected = |what: &str| err(path, format!("expected {what}, found {}", json_type(json)));
     Ok(match schema {
         Schema::Null => match json {
             Json::Null => Value::Null,
@@ -92,7 +94,7 @@ fn convert(
         Schema::Date => match json {
             Json::String(s) => {
                 let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                    .map_err(|e| err(path, format!("invalid date `{s}`: {e}")))?;
+                    .map_err(|e| err(path, format!("invalid date: {e}")))?;
                 Value::Date((d - EPOCH).num_days() as i32)
             }
             Json::Number(n) => Value::Date(n.as_i64().ok_or_else(|| expected("days"))? as i32),
@@ -106,7 +108,7 @@ fn convert(
                 .symbols
                 .iter()
                 .position(|sym| sym == s)
-                .ok_or_else(|| err(path, format!("`{s}` is not one of {:?}", e.symbols)))?;
+                .ok_or_else(|| err(path, format!("not one of {:?}", e.symbols)))?;
             Value::Enum(index as u32, s.to_string())
         }
         Schema::Array(a) => Value::Array(
@@ -179,12 +181,27 @@ fn instant(json: &Json, path: &str) -> Result<DateTime<Utc>, ConversionError> {
     match json {
         Json::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| err(path, format!("invalid RFC 3339 instant `{s}`: {e}"))),
+            .map_err(|e| err(path, format!("invalid RFC 3339 instant: {e}"))),
         Json::Number(n) => n
             .as_i64()
             .and_then(DateTime::from_timestamp_micros)
             .ok_or_else(|| err(path, "invalid timestamp")),
-        _ => Err(err(path, format!("expected an instant, found {json}"))),
+        _ => Err(err(
+            path,
+            format!("expected an instant, found {}", json_type(json)),
+        )),
+    }
+}
+
+/// The JSON type of a value, for error messages that must not carry the value.
+fn json_type(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 

@@ -189,6 +189,7 @@ async fn rebuild_seconds<P: Projection>(
         event_store_url: events_url.to_string(),
         batch_size: 5_000,
         restart: true,
+        reset_offsets: Default::default(),
     };
     let report = rebuild(projection, &options, |_| {}).await?;
     Ok((report.seconds, target))

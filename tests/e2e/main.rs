@@ -5,8 +5,10 @@ mod commands;
 mod concurrency;
 mod contract;
 mod fuzz;
+mod log_reset;
 mod outage;
 mod projections;
+mod relay_backlog;
 mod restart;
 mod walking_skeleton;
 

@@ -191,6 +191,8 @@ pub struct Stack {
     pub databases: Databases,
     pub command_url: String,
     pub graphql_url: String,
+    /// The patient projector's `/health/*` and `/metrics` (e.g. `http://127.0.0.1:port`).
+    pub projector_url: String,
     pub log_dir: PathBuf,
     pub processes: Vec<Process>,
     pub http: reqwest::Client,
@@ -247,6 +249,8 @@ impl Stack {
                 &format!("127.0.0.1:{projector_port}"),
                 "--database-url",
                 &databases.patient,
+                "--event-store-url",
+                &databases.event_store,
             ],
             &kafka,
             &log_dir,
@@ -288,6 +292,7 @@ impl Stack {
             databases,
             command_url,
             graphql_url: format!("{query_url}/graphql"),
+            projector_url: format!("http://127.0.0.1:{projector_port}"),
             log_dir,
             processes: vec![command, projector, query],
             http: reqwest::Client::new(),
@@ -579,6 +584,16 @@ impl OwnCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("broker on {} did not start", self.cluster.brokers);
+    }
+
+    /// Kills the broker and deletes its data, as a broker whose storage was lost or reset.
+    pub fn reset_broker(&mut self) {
+        self.kill_broker();
+        for entry in std::fs::read_dir(&self.dir).expect("cluster dir").flatten() {
+            if entry.file_name().to_string_lossy().starts_with("tansu.db") {
+                std::fs::remove_file(entry.path()).expect("remove the broker's data");
+            }
+        }
     }
 
     /// Kills the broker at once (SIGKILL).

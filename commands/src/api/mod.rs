@@ -22,6 +22,7 @@ use axum::routing::{patch, post};
 use chrono::Utc;
 use events::{Actor, ConsistencyToken, Envelope, Role};
 use platform::auth::{Caller, Verifier};
+use platform::http::ReadyCheck;
 use platform::metrics::Metrics;
 use platform::problem::{FieldError, Problem};
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{Aggregate, AggregateEvent, Rejection};
+use crate::relay::RelayHealth;
 use crate::store::{AppendError, EventStore, NewEvent, StoredResponse, StreamAppend};
 
 /// Largest accepted request body.
@@ -92,8 +94,36 @@ impl AppState {
 }
 
 /// The command API routes, with `/health/*` and `/metrics` merged in.
-pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
-    let ready = platform::http::postgres_ready(state.store.pool().clone());
+///
+/// `/health/ready` is about accepting commands (the event store answers); the relay's state is
+/// in its body. `/health/relay` fails while the relay (if this process runs it) is stalled or
+/// holds events back: a broker outage must not take the command API out of service, since
+/// accepting commands while Kafka is away is what the outbox is for.
+pub fn router(state: AppState, metrics: Arc<Metrics>, relay: Option<RelayHealth>) -> Router {
+    let postgres = platform::http::postgres_ready(state.store.pool().clone());
+    let relay_check: ReadyCheck = Arc::new(move || {
+        let relay = relay.clone();
+        Box::pin(async move {
+            match relay {
+                Some(relay) => relay.check(),
+                None => Ok(serde_json::json!({"status": "not run in this process"})),
+            }
+        })
+    });
+    let ready: ReadyCheck = {
+        let relay_check = relay_check.clone();
+        Arc::new(move || {
+            let (postgres, relay_check) = (postgres.clone(), relay_check.clone());
+            Box::pin(async move {
+                postgres().await?;
+                let relay = match relay_check().await {
+                    Ok(details) => details,
+                    Err(reason) => serde_json::json!({"status": "stalled", "reason": reason}),
+                };
+                Ok(serde_json::json!({ "relay": relay }))
+            })
+        })
+    };
     Router::new()
         .route("/v1/patients", post(patients::register))
         .route("/v1/patients/{id}", patch(patients::update))
@@ -105,7 +135,11 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
         .route("/v1/medication-requests", post(medications::prescribe))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .merge(platform::http::ops_router(metrics, ready))
+        .merge(platform::http::ops_router_with(
+            metrics,
+            ready,
+            vec![("/health/relay", relay_check)],
+        ))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -40,6 +40,10 @@ struct Args {
         default_value_t = 30_000
     )]
     relay_delivery_timeout_ms: u64,
+    /// Events waiting and none published for this long: the relay reports itself stalled
+    /// (`/health/relay` fails, `healthplane_outbox_relay_stalled` is 1, an error is logged).
+    #[arg(long, env = "HEALTHPLANE_RELAY_STALL_AFTER_S", default_value_t = 60)]
+    relay_stall_after_s: u64,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -54,23 +58,26 @@ async fn main() -> anyhow::Result<()> {
     let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let relay = if args.no_relay {
-        None
+    let (relay, relay_health) = if args.no_relay {
+        (None, None)
     } else {
         let producer = platform::kafka::producer_config(
             &args.kafka.kafka_brokers,
             Duration::from_millis(args.relay_delivery_timeout_ms),
         );
         let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
-        let relay = Relay::new(
-            pool.clone(),
-            producer,
-            codec,
-            RelayConfig::default(),
-            &metrics,
-        )
-        .context("cannot create the Kafka producer")?;
-        Some(tokio::spawn(relay.run(stop_rx)))
+        // The relay's own connections: its work never waits for, or starves, the commands'.
+        let relay_pool = platform::db::connect(&args.database_url, 2).await?;
+        let config = RelayConfig {
+            batch_timeout: Duration::from_millis(args.relay_delivery_timeout_ms)
+                + Duration::from_secs(30),
+            stall_after: Duration::from_secs(args.relay_stall_after_s),
+            ..RelayConfig::default()
+        };
+        let relay = Relay::new(relay_pool, producer, codec, config, &metrics)
+            .context("cannot create the Kafka producer")?;
+        let health = relay.health();
+        (Some(tokio::spawn(relay.run(stop_rx))), Some(health))
     };
 
     let store = EventStore::new(pool);
@@ -93,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let state = AppState::new(store, verifier, &metrics);
-    let app = api::router(state, metrics);
+    let app = api::router(state, metrics, relay_health);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
     platform::http::serve(listener, app, platform::http::shutdown_signal()).await?;

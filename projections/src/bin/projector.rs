@@ -18,6 +18,10 @@ struct Args {
     /// The read model's database (default: the projection's service database).
     #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
     database_url: Option<String>,
+    /// The event store, read (never written) to rebuild the read model when the broker's log
+    /// lost events it had not applied (offsets outside the log).
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    event_store_url: String,
     /// Address of `/health/*` and `/metrics`.
     #[arg(
         long,
@@ -55,15 +59,22 @@ async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
         brokers: args.kafka.kafka_brokers.clone(),
         registry_url: args.kafka.schema_registry_url.clone(),
         max_batch: args.max_batch,
+        database_url: url.clone(),
+        event_store_url: args.event_store_url.clone(),
     };
     let ready = {
         let pool = pool.clone();
         let lag = runner_metrics.lag_snapshot.clone();
+        let problem = runner_metrics.problem.clone();
         let max_lag = args.max_ready_lag;
         Arc::new(move || {
             let pool = pool.clone();
             let lag = lag.lock().expect("lag snapshot poisoned").clone();
+            let problem = problem.lock().expect("problem poisoned").clone();
             Box::pin(async move {
+                if let Some(problem) = problem {
+                    return Err(problem);
+                }
                 sqlx::query("SELECT 1")
                     .execute(&pool)
                     .await

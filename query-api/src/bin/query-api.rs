@@ -13,7 +13,6 @@ use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState};
 use query_api::read_model::Patients;
-use rdkafka::producer::FutureProducer;
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -43,10 +42,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let metrics = Arc::new(Metrics::default());
-    let producer: FutureProducer =
-        platform::kafka::producer_config(&args.kafka.kafka_brokers, Duration::from_secs(5))
-            .create()
-            .context("cannot create the audit producer")?;
+    // Renewed after a broker outage, so audit writes (and with them PHI reads) resume.
+    let producer = platform::kafka::RenewingProducer::new(platform::kafka::producer_config(
+        &args.kafka.kafka_brokers,
+        Duration::from_secs(5),
+    ))
+    .context("cannot create the audit producer")?;
     let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
     let patients = Patients::new(pool);
     let state = AppState {
