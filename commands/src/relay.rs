@@ -556,20 +556,18 @@ pub fn new_traceparent(seed: Uuid) -> String {
     format!("00-{trace}-{span}-01")
 }
 
-/// Consecutive failed batches: backoff, metrics, logs an operator can act on.
+/// Consecutive failed batches: backoff, metrics, logs.
 #[derive(Default)]
 struct Failures {
     count: u32,
     since: Option<Instant>,
-    /// When the relay last said it is stalled (repeated once a minute while it is).
-    stall_logged: Option<Instant>,
 }
 
 impl Failures {
     /// Notes a failed batch; returns how long to wait before the next.
     fn failed(&mut self, relay: &Relay, error: String) -> Duration {
         self.count += 1;
-        let since = *self.since.get_or_insert_with(Instant::now);
+        self.since.get_or_insert_with(Instant::now);
         let wait = backoff(
             relay.config.retry_wait,
             relay.config.max_retry_wait,
@@ -590,23 +588,6 @@ impl Failures {
             retry_in_ms = wait.as_millis() as u64,
             "outbox relay batch failed; retrying"
         );
-        let stalled = relay.health.stalled();
-        relay.metrics.stalled.set(i64::from(stalled));
-        if stalled
-            && self
-                .stall_logged
-                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-        {
-            self.stall_logged = Some(Instant::now());
-            tracing::error!(
-                error,
-                consecutive_failures = self.count,
-                failing_for_s = since.elapsed().as_secs(),
-                "outbox relay stalled: committed events are not reaching Kafka; check the broker \
-                 and the schema registry (commands are still accepted and will be published \
-                 once the relay recovers)"
-            );
-        }
         wait
     }
 
@@ -620,9 +601,7 @@ impl Failures {
             );
         }
         self.count = 0;
-        self.stall_logged = None;
         relay.metrics.consecutive_failures.set(0);
-        relay.metrics.stalled.set(0);
         relay.health.update(|s| {
             s.consecutive_failures = 0;
             s.last_error = None;
@@ -640,8 +619,10 @@ fn backoff(first: Duration, max: Duration, attempt: u32) -> Duration {
     base + base / 5 * jitter / 1000
 }
 
-/// Every 5 s: the outbox depth and the age of its oldest event, into the gauges and the health.
+/// Every 5 s: the outbox depth and the age of its oldest event, into the gauges and the health;
+/// and whether the relay is stalled (whatever stalls it: failures or a hang), said once a minute.
 async fn watch_backlog(pool: PgPool, metrics: RelayMetrics, health: RelayHealth) {
+    let mut stall_logged: Option<Instant> = None;
     loop {
         match store::outbox_backlog(&pool).await {
             Ok((depth, age)) => {
@@ -651,10 +632,62 @@ async fn watch_backlog(pool: PgPool, metrics: RelayMetrics, health: RelayHealth)
                     s.depth = depth;
                     s.oldest_age_seconds = age;
                 });
-                metrics.stalled.set(i64::from(health.stalled()));
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the outbox depth"),
         }
+        let stalled = health.stalled();
+        metrics.stalled.set(i64::from(stalled));
+        if !stalled {
+            stall_logged = None;
+        } else if stall_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            stall_logged = Some(Instant::now());
+            let state = health.state.lock().expect("relay health poisoned");
+            tracing::error!(
+                outbox_depth = state.depth,
+                oldest_unpublished_age_s = state.oldest_age_seconds as u64,
+                consecutive_failures = state.consecutive_failures,
+                last_error = state.last_error.as_deref().unwrap_or("none"),
+                "outbox relay stalled: committed events are not reaching Kafka; check the broker \
+                 and the schema registry (commands are still accepted and will be published \
+                 once the relay recovers)"
+            );
+        }
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_wait_up_to_the_cap_with_bounded_jitter() {
+        let (first, max) = (Duration::from_millis(250), Duration::from_secs(30));
+        for (attempt, base_ms) in [(1, 250), (2, 500), (3, 1_000), (8, 30_000), (40, 30_000)] {
+            let wait = backoff(first, max, attempt);
+            let base = Duration::from_millis(base_ms);
+            assert!(
+                wait >= base && wait <= base + base / 5,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relay_is_stalled_only_while_events_wait_and_none_was_published_for_the_threshold() {
+        let health = RelayHealth::new(Duration::from_millis(20));
+        assert!(health.check().is_ok());
+        health.update(|s| s.depth = 5);
+        assert!(health.check().is_ok(), "progress was just made");
+        std::thread::sleep(Duration::from_millis(30));
+        let reason = health.check().unwrap_err();
+        assert!(reason.contains("5 events waiting"), "{reason}");
+        health.update(|s| s.depth = 0);
+        assert!(health.check().is_ok(), "nothing waits: idle, not stalled");
+        health.update(|s| {
+            s.held_count = 1;
+            s.held_example = Some((Uuid::nil(), "record does not fit the schema".into()));
+        });
+        assert!(health.check().unwrap_err().contains("holds back"));
     }
 }

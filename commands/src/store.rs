@@ -459,3 +459,22 @@ impl EventStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aggregate_always_leases_in_one_bucket_and_buckets_spread() {
+        let ids: Vec<Uuid> = (0..4_096).map(|_| Uuid::now_v7()).collect();
+        let mut used = HashSet::new();
+        for id in &ids {
+            let bucket = lease_bucket(*id);
+            assert_eq!(bucket, lease_bucket(*id));
+            assert!((0..RELAY_LOCK_BUCKETS as i32).contains(&bucket));
+            used.insert(bucket);
+        }
+        // Time-ordered ids (v7, as the command API makes) still use every bucket.
+        assert_eq!(used.len(), RELAY_LOCK_BUCKETS as usize);
+    }
+}

@@ -73,7 +73,8 @@ start() {
 }
 
 log "starting the tansu broker on :9092 (data in $DATA/kafka)"
-start tansu bash -c "cd '$DATA/kafka' && exec tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://localhost:9092 --storage-engine sqlite://tansu.db"
+# tansu's SQLite storage lacks an index every fetch needs; it is added at every (re)start.
+start tansu bash -c "cd '$DATA/kafka' && { python3 '$HP_ROOT/deploy/local/tansu-sqlite-index.py' tansu.db & } && exec tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://localhost:9092 --storage-engine sqlite://tansu.db"
 wait_port 127.0.0.1 9092 30 || die "the broker did not start; see $DATA/logs/tansu.log"
 
 log "starting the schema registry on :8081"

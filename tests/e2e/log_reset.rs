@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use tests::{Databases, OwnCluster, Stack, ada};
+use tests::{Databases, OwnCluster, Stack, ada, metrics_text};
 
 use crate::read_until_visible;
 
@@ -76,15 +76,7 @@ async fn a_projector_whose_offsets_fall_outside_a_reset_log_reports_it_and_recov
             && reason.contains("the log holds offsets [0, "),
         "{reason}"
     );
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.projector_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&stack.http, &stack.projector_url).await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("healthplane_projection_offset_outside_log{") && l.ends_with(" 1")
@@ -106,15 +98,7 @@ async fn a_projector_whose_offsets_fall_outside_a_reset_log_reports_it_and_recov
         assert!(Instant::now() < deadline, "never ready again: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.projector_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&stack.http, &stack.projector_url).await;
     assert!(
         metrics.contains("healthplane_projection_recoveries_total 1"),
         "{metrics}"

@@ -10,7 +10,7 @@ use events::catalog::{PATIENT_CREATED, PATIENT_UPDATED};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use reqwest::Method;
 use serde_json::json;
-use tests::{Databases, OwnCluster, Stack, ada, read_topic, token};
+use tests::{Databases, OwnCluster, Stack, ada, metrics_text, read_topic, token};
 
 fn header(message: &OwnedMessage, name: &str) -> Option<String> {
     message
@@ -24,8 +24,12 @@ fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 #[tokio::test]
 async fn commands_accepted_during_a_broker_outage_are_published_once_in_order_when_it_returns() {
     let (mut own, _) = OwnCluster::start().await;
-    // A short delivery timeout, so that the outage outlasts it and the relay's retry path runs.
-    let fast_failure = [("HEALTHPLANE_RELAY_DELIVERY_TIMEOUT_MS", "2000".to_string())];
+    // A short delivery timeout, so that the outage outlasts it and the relay's retry path runs,
+    // and a short stall threshold, so that the relay reports itself stalled during it.
+    let fast_failure = [
+        ("HEALTHPLANE_RELAY_DELIVERY_TIMEOUT_MS", "2000".to_string()),
+        ("HEALTHPLANE_RELAY_STALL_AFTER_S", "3".to_string()),
+    ];
     let stack = Stack::start_with_env(own.cluster.clone(), Databases::fresh(), &fast_failure).await;
     let admin = token(Role::Admin, "front-desk", None);
     // (aggregate id, event id, version) of every acknowledged event.
@@ -65,8 +69,40 @@ async fn commands_accepted_during_a_broker_outage_are_published_once_in_order_wh
             ));
         }
     }
-    // Longer than the delivery timeout: publication fails and is retried.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Publication fails and is retried until the relay reports itself stalled: not ready on
+    // `/health/relay`, with the reason, while `/health/ready` still accepts commands.
+    let relay_health = format!("{}/health/relay", stack.command_url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = stack.http.get(&relay_health).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status == 503 {
+            let reason = body["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("outbox relay stalled") && reason.contains("events waiting"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never reported the stall: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ready = stack
+        .http
+        .get(format!("{}/health/ready", stack.command_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "commands are still accepted");
+    let stalled = metrics_text(&stack.http, &stack.command_url).await;
+    assert!(
+        stalled.contains("healthplane_outbox_relay_stalled 1"),
+        "{stalled}"
+    );
     own.start_broker().await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -90,15 +126,7 @@ async fn commands_accepted_during_a_broker_outage_are_published_once_in_order_wh
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // The outage outlasted the delivery timeout: the relay's failure-and-retry path ran.
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.command_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&stack.http, &stack.command_url).await;
     let failures: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("healthplane_outbox_publish_failures_total "))
@@ -107,6 +135,30 @@ async fn commands_accepted_during_a_broker_outage_are_published_once_in_order_wh
     assert!(
         failures >= 1.0,
         "no publish failed during the outage:\n{metrics}"
+    );
+    // Recovered: healthy again, and the log said both what happened and that it is over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack
+        .http
+        .get(&relay_health)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay never reported its recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = std::fs::read_to_string(stack.log_dir.join("command-api.log")).unwrap();
+    assert!(log.contains("outbox relay stalled"), "no stall in the log");
+    assert!(
+        log.contains("outbox relay recovered"),
+        "no recovery in the log"
     );
     let mut seen: HashMap<String, usize> = HashMap::new();
     for m in &published {

@@ -10,20 +10,22 @@ use events::catalog::{PATIENT_CREATED, PATIENT_UPDATED};
 use rdkafka::message::{Headers, Message};
 use reqwest::Method;
 use serde_json::json;
-use tests::{Cluster, Databases, Process, ada, bin_dir, free_port, read_topic, token, wait_ready};
+use tests::{
+    Cluster, Databases, OwnCluster, Process, ada, bin_dir, free_port, read_topic, token, wait_ready,
+};
 use uuid::Uuid;
 
 /// Aggregates in the backlog, each with `VERSIONS` events: 100,000 events.
 const AGGREGATES: i64 = 25_000;
 const VERSIONS: i64 = 4;
 
-fn command_api(
+/// A command API on the event store `database`, with or without its relay, once ready; and its URL.
+async fn command_api(
     cluster: &Cluster,
     database: &str,
-    port: u16,
     relay: bool,
     dir: &std::path::Path,
-) -> Process {
+) -> (Process, String) {
     let mut envs = vec![
         ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
         (
@@ -34,22 +36,22 @@ fn command_api(
     if !relay {
         envs.push(("HEALTHPLANE_NO_RELAY", "true".to_string()));
     }
-    Process::spawn(
-        if relay {
-            "command-api-relay"
-        } else {
-            "command-api-no-relay"
-        },
-        &bin_dir().join("command-api"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            database,
-        ],
-        &envs,
-        dir,
+    let name = if relay {
+        "command-api-relay"
+    } else {
+        "command-api-no-relay"
+    };
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let listen = url.trim_start_matches("http://");
+    let args = ["--listen", listen, "--database-url", database];
+    let mut process = Process::spawn(name, &bin_dir().join("command-api"), &args, &envs, dir);
+    wait_ready(
+        &mut process,
+        &format!("{url}/health/ready"),
+        Duration::from_secs(60),
     )
+    .await;
+    (process, url)
 }
 
 async fn send(
@@ -71,7 +73,9 @@ async fn send(
 
 #[tokio::test]
 async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks() {
-    let cluster = Cluster::shared();
+    // A cluster of its own: 100,000 events would slow every test that reads a topic from the start.
+    let (own, _) = OwnCluster::start_in_memory().await;
+    let cluster = own.cluster.clone();
     let databases = Databases::fresh();
     let dir = std::env::temp_dir()
         .join("healthplane-tests")
@@ -79,15 +83,7 @@ async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks
     let http = reqwest::Client::new();
 
     // A seed patient, created and updated with the relay off: the templates of the backlog.
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut quiet = command_api(&cluster, &databases.event_store, port, false, &dir);
-    wait_ready(
-        &mut quiet,
-        &format!("{url}/health/ready"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (mut quiet, url) = command_api(&cluster, &databases.event_store, false, &dir).await;
     let (status, created) = send(
         &http,
         Method::POST,
@@ -149,15 +145,7 @@ async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks
     assert!(backlog >= 100_000, "{backlog}");
 
     // The relay starts on the backlog; commands keep arriving meanwhile.
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut relay = command_api(&cluster, &databases.event_store, port, true, &dir);
-    wait_ready(
-        &mut relay,
-        &format!("{url}/health/ready"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (mut relay, url) = command_api(&cluster, &databases.event_store, true, &dir).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     let (mut max_relay_locks, mut max_locks, mut samples) = (0i64, 0i64, 0);

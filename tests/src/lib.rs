@@ -510,6 +510,17 @@ pub fn python_consume(cluster: &Cluster, topic: &str, key: &str) -> serde_json::
     serde_json::from_str(stdout.lines().next().expect("one record")).expect("JSON line")
 }
 
+/// The Prometheus text a service serves on `<base_url>/metrics`.
+pub async fn metrics_text(http: &reqwest::Client, base_url: &str) -> String {
+    http.get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// GETs a JSON document.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     http.get(url)
@@ -526,6 +537,8 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
 pub struct OwnCluster {
     pub cluster: Cluster,
     pub dir: PathBuf,
+    /// The broker's `--storage-engine`.
+    storage: &'static str,
     registry_db: String,
     broker: Option<Process>,
     registry: Option<Process>,
@@ -534,6 +547,16 @@ pub struct OwnCluster {
 impl OwnCluster {
     /// Starts both and bootstraps topics and schemas; returns the lines bootstrap printed.
     pub async fn start() -> (OwnCluster, Vec<String>) {
+        OwnCluster::start_on("sqlite://tansu.db").await
+    }
+
+    /// Like `start`, with the broker's data in memory: for a test that floods topics other
+    /// tests read from the beginning, and keeps no data across a broker restart.
+    pub async fn start_in_memory() -> (OwnCluster, Vec<String>) {
+        OwnCluster::start_on("memory://tansu/").await
+    }
+
+    async fn start_on(storage: &'static str) -> (OwnCluster, Vec<String>) {
         let id = Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("healthplane-cluster-{id}"));
         std::fs::create_dir_all(&dir).expect("cluster dir");
@@ -544,6 +567,7 @@ impl OwnCluster {
             },
             registry_db: format!("{}/hp_test_{}_registry", postgres_server(), &id[..12]),
             dir,
+            storage,
             broker: None,
             registry: None,
         };
@@ -569,7 +593,7 @@ impl OwnCluster {
                 "--advertised-listener-url",
                 &listener,
                 "--storage-engine",
-                "sqlite://tansu.db",
+                self.storage,
             ],
             &[],
             &self.dir,
@@ -579,11 +603,31 @@ impl OwnCluster {
                 .await
                 .is_ok()
             {
+                if self.storage.starts_with("sqlite://") {
+                    self.index_sqlite_storage();
+                }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("broker on {} did not start", self.cluster.brokers);
+    }
+
+    /// Adds the index the embedded broker's SQLite storage lacks, as the local stack does
+    /// (`deploy/local/tansu-sqlite-index.py`).
+    fn index_sqlite_storage(&self) {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/tansu-sqlite-index.py");
+        let output = Command::new("python3")
+            .arg(script)
+            .arg(self.dir.join("tansu.db"))
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Kills the broker and deletes its data, as a broker whose storage was lost or reset.
