@@ -3,7 +3,10 @@
 
 HP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HP_ROOT/target}
-HP_BIN=$CARGO_TARGET_DIR/debug
+# HEALTHPLANE_PROFILE=release runs the local stack on an optimised build (for load tests).
+HP_PROFILE=${HEALTHPLANE_PROFILE:-debug}
+case "$HP_PROFILE" in debug | release) ;; *) echo "HEALTHPLANE_PROFILE must be debug or release" >&2; exit 2 ;; esac
+HP_BIN=$CARGO_TARGET_DIR/$HP_PROFILE
 TANSU_VERSION=0.6.0
 HP_VENV=${HEALTHPLANE_VENV:-$HOME/.cache/healthplane/venv}
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -86,10 +89,12 @@ ensure_python_client() {
   fi
 }
 
-# Builds every binary of the workspace.
+# Builds every binary of the workspace (in the HEALTHPLANE_PROFILE profile).
 build_binaries() {
-  log "building Healthplane (cargo build --workspace --bins)"
-  (cd "$HP_ROOT" && cargo build --workspace --bins --quiet)
+  local profile=()
+  [ "$HP_PROFILE" = release ] && profile=(--release)
+  log "building Healthplane (cargo build --workspace --bins ${profile[*]})"
+  (cd "$HP_ROOT" && cargo build --workspace --bins --quiet "${profile[@]}")
 }
 
 # Starts a throwaway tansu broker (memory storage) and schema registry (fresh database) on free

@@ -3,6 +3,8 @@
 # tansu broker and schema registry started here, and the machine's PostgreSQL.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
+# The tests run the debug binaries built next to them.
+export HEALTHPLANE_PROFILE=debug
 source "$(dirname "$0")/lib.sh"
 
 ensure_postgres

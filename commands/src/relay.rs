@@ -310,6 +310,7 @@ impl Relay {
             if *shutdown.borrow() {
                 break;
             }
+            self.release_settled().await;
             let skip = self.held_back();
             let result = tokio::time::timeout(self.config.batch_timeout, self.publish_batch(&skip))
                 .await
@@ -348,6 +349,31 @@ impl Relay {
             }
         }
         backlog.abort();
+    }
+
+    /// Forgets held-back aggregates whose retry is due and that have nothing left to publish
+    /// (another relay published them, or an operator settled the rows).
+    async fn release_settled(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Uuid> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.retry_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match store::unpublished_aggregates(&self.pool, &due).await {
+            Ok(waiting) => {
+                for aggregate in due.iter().filter(|a| !waiting.contains(a)) {
+                    self.held.remove(aggregate);
+                    tracing::info!(%aggregate, "a held-back aggregate has nothing left to publish");
+                }
+                self.publish_held();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot check the held-back aggregates"),
+        }
     }
 
     /// Aggregates not to lease now (held back after a record-level failure, until their retry).
@@ -393,6 +419,11 @@ impl Relay {
                  (the rest of the outbox keeps flowing); fix the cause, the relay retries by itself"
             );
         }
+        self.publish_held();
+    }
+
+    /// The held-back aggregates, into the gauge and the health.
+    fn publish_held(&self) {
         self.metrics.held_aggregates.set(self.held.len() as i64);
         let example = self
             .held
@@ -419,7 +450,9 @@ impl Relay {
         // Send the whole batch, then wait for the acks: librdkafka pipelines them in order. An
         // aggregate whose event failed sends nothing more in this batch, so its later events
         // never overtake it.
-        let mut failed: HashMap<Uuid, Failure> = HashMap::new();
+        // Per aggregate, its first event that failed (outbox id): its later events are not
+        // marked, whatever the broker said of them, so that they are re-sent behind it.
+        let mut failed: HashMap<Uuid, (i64, Failure)> = HashMap::new();
         let producer = self.producer.get();
         let mut in_flight = Vec::with_capacity(entries.len());
         for entry in &entries {
@@ -431,7 +464,7 @@ impl Relay {
                 Ok(delivery) => in_flight.push((entry, delivery)),
                 Err(failure) => {
                     self.record_failure(&mut tx, entry, &failure).await?;
-                    failed.insert(aggregate, failure);
+                    failed.insert(aggregate, (entry.outbox_id, failure));
                 }
             }
         }
@@ -443,15 +476,18 @@ impl Relay {
                 Ok(Err((e, _))) => Err(Failure::from_kafka(&e)),
                 Err(_) => Err(Failure::Transient("delivery cancelled".into())),
             };
+            let behind_a_failure = failed
+                .get(&aggregate)
+                .is_some_and(|(first, _)| entry.outbox_id > *first);
             match outcome {
                 // Acknowledged behind a failed event of its aggregate: sent again after it.
-                Ok(()) if failed.contains_key(&aggregate) => {}
+                Ok(()) if behind_a_failure => {}
                 Ok(()) => published.push(entry.outbox_id),
                 Err(failure) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = failed.entry(aggregate)
                     {
                         self.record_failure(&mut tx, entry, &failure).await?;
-                        slot.insert(failure);
+                        slot.insert((entry.outbox_id, failure));
                     }
                 }
             }
@@ -465,7 +501,7 @@ impl Relay {
             .map(|e| e.event.envelope.aggregate_id)
             .filter(|a| !failed.contains_key(a))
             .collect();
-        for (aggregate, failure) in failed {
+        for (aggregate, (_, failure)) in failed {
             match failure {
                 Failure::Record(reason) => report.held.push((aggregate, reason)),
                 Failure::Transient(reason) => {

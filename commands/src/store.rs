@@ -171,7 +171,9 @@ pub fn lease_bucket(aggregate_id: Uuid) -> i32 {
 /// relay holds, so two relays never publish events of one aggregate at the same time, and
 /// per-aggregate order holds with several relays. Locks are taken only on the buckets of a
 /// bounded window of candidate rows, never per scanned row, so one lease holds at most
-/// [`RELAY_LOCK_BUCKETS`] locks whatever the backlog.
+/// [`RELAY_LOCK_BUCKETS`] locks whatever the backlog. Buckets another relay holds are passed
+/// over, so several relays share a backlog. (Relays of earlier releases locked per aggregate
+/// and do not exclude these: stop them before starting these.)
 ///
 /// No committed row is skipped: an aggregate's later event commits only after its earlier one
 /// (optimistic concurrency), so when a later row is a candidate every earlier unpublished row
@@ -194,8 +196,9 @@ pub async fn lease_unpublished(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    // 2. The buckets of the oldest rows, in order of first appearance, until they hold `limit`
-    //    rows; the rest of the window is left to other relays.
+    // 2. The buckets of the oldest rows, in order of first appearance, tried until the locked
+    //    ones hold `limit` rows; a bucket another relay holds is passed over, so several relays
+    //    share the window.
     let mut rows_in: HashMap<i32, i64> = HashMap::new();
     let mut order = Vec::new();
     for (_, aggregate) in &candidates {
@@ -206,24 +209,29 @@ pub async fn lease_unpublished(
         }
         *count += 1;
     }
-    let mut wanted = Vec::new();
+    let mut locked: HashSet<i32> = HashSet::new();
     let mut rows = 0;
-    for bucket in order {
-        if rows >= limit {
-            break;
+    let mut untried = order.as_slice();
+    while rows < limit && !untried.is_empty() {
+        // As many buckets as would reach `limit` if every lock were granted.
+        let mut wanted = 0;
+        let mut would = rows;
+        while wanted < untried.len() && would < limit {
+            would += rows_in[&untried[wanted]];
+            wanted += 1;
         }
-        rows += rows_in[&bucket];
-        wanted.push(bucket);
+        let (attempt, rest) = untried.split_at(wanted);
+        untried = rest;
+        let granted: Vec<i32> = sqlx::query_scalar(
+            "SELECT b FROM UNNEST($1::INT4[]) AS t (b) WHERE pg_try_advisory_xact_lock($2, b)",
+        )
+        .bind(attempt)
+        .bind(RELAY_LOCK_SPACE)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows += granted.iter().map(|b| rows_in[b]).sum::<i64>();
+        locked.extend(granted);
     }
-    let locked: HashSet<i32> = sqlx::query_scalar(
-        "SELECT b FROM UNNEST($1::INT4[]) AS t (b) WHERE pg_try_advisory_xact_lock($2, b)",
-    )
-    .bind(&wanted)
-    .bind(RELAY_LOCK_SPACE)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
     let ids: Vec<i64> = candidates
         .iter()
         .filter(|(_, aggregate)| locked.contains(&lease_bucket(*aggregate)))
@@ -279,6 +287,21 @@ pub async fn mark_failed(
         .execute(tx)
         .await
         .map(|_| ())
+}
+
+/// Which of `aggregates` still have unpublished outbox rows.
+pub async fn unpublished_aggregates(
+    pool: &PgPool,
+    aggregates: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM outbox
+         WHERE published_at IS NULL AND aggregate_id = ANY($1)",
+    )
+    .bind(aggregates)
+    .fetch_all(pool)
+    .await
+    .map(|ids| ids.into_iter().collect())
 }
 
 /// Unpublished outbox rows and the age in seconds of the oldest (for the relay's gauges).

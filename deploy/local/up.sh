@@ -22,36 +22,35 @@ for port in 9101 9102 9103 9104 9105 9106; do require_free_port "$port" "project
 
 RUNDIR=$(mktemp -d -t healthplane-up.XXXXXX)
 supervisors=()
-names=()
 stop_all() {
   trap - INT TERM EXIT
   touch "$RUNDIR/stopping"
   if ((${#supervisors[@]})); then
     log "stopping Healthplane"
-    # Reverse order: services first, the broker last.
-    for ((i = ${#names[@]} - 1; i >= 0; i--)); do
-      pid=$(cat "$RUNDIR/${names[i]}.pid" 2>/dev/null || true)
-      [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+    # Reverse order, each stopped before the next: services first, the broker last.
+    for ((i = ${#supervisors[@]} - 1; i >= 0; i--)); do
       kill -TERM "${supervisors[i]}" 2>/dev/null || true
+      wait "${supervisors[i]}" 2>/dev/null || true
     done
-    wait 2>/dev/null || true
   fi
   rm -rf "$RUNDIR"
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+trap 'touch "$RUNDIR/stopping"; exit 130' INT TERM
 
 # Runs "$@" as the service $1 and restarts it whenever it exits, until the stack stops: after
 # 1 s, doubling to 30 s while it keeps failing (a run of a minute or more starts over at 1 s).
+# TERM stops the service and waits for it.
 supervise() {
-  local name=$1 restarts=0 started status wait
+  local name=$1 restarts=0 started status wait child=
   shift
-  trap 'kill -TERM "$(cat "$RUNDIR/$name.pid" 2>/dev/null)" 2>/dev/null; exit 0' TERM
+  trap '[ -n "$child" ] && { kill -TERM "$child"; wait "$child"; } 2>/dev/null; exit 0' TERM
   while :; do
     started=$SECONDS
     "$@" >>"$DATA/logs/$name.log" 2>&1 &
-    echo $! >"$RUNDIR/$name.pid"
-    wait $! && status=0 || status=$?
+    child=$!
+    wait "$child" && status=0 || status=$?
+    child=
     [ -e "$RUNDIR/stopping" ] && return 0
     ((SECONDS - started >= 60)) && restarts=0
     restarts=$((restarts + 1))
@@ -69,7 +68,6 @@ start() {
   shift
   supervise "$name" "$@" &
   supervisors+=($!)
-  names+=("$name")
 }
 
 log "starting the tansu broker on :9092 (data in $DATA/kafka)"

@@ -121,6 +121,8 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// How long one topic's probe may wait for the records it reads.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
+/// How long after the end of a partition a record may still arrive (see `inspect`).
+const EOF_GRACE: Duration = Duration::from_secs(1);
 
 /// Checks the stored offsets of `partitions` (topic, partition, stored) against the log.
 /// Range checks against the watermarks are always made; the record before a stored offset is
@@ -183,6 +185,11 @@ pub fn inspect(
         }
         client.assign(&probes)?;
         let deadline = Instant::now() + PROBE_WAIT;
+        // End of partition at the target is not yet an answer: librdkafka signals it when the
+        // fetch position equals the reported high watermark and drops that fetch's records, and
+        // the embedded broker's watermark can trail the true end; the next fetch brings the
+        // record if it exists. Silence for a while after it is the answer.
+        let mut eof_at: HashMap<i32, Instant> = HashMap::new();
         while !expected.is_empty() && Instant::now() < deadline {
             match client.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
@@ -204,14 +211,17 @@ pub fn inspect(
                     verdicts.insert((topic.to_string(), message.partition()), placement);
                     expected.remove(&message.partition());
                 }
-                Some(Err(KafkaError::PartitionEOF(partition)))
-                    if expected.remove(&partition).is_some() =>
-                {
-                    verdicts.insert((topic.to_string(), partition), Placement::BeyondEnd);
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    eof_at.entry(partition).or_insert_with(Instant::now);
                 }
                 // An offset-out-of-range answer (it names no partition): the waits below decide.
                 Some(Err(e)) => tracing::debug!(topic, error = %e, "log check read failed"),
                 None => {}
+            }
+            for (partition, at) in &eof_at {
+                if at.elapsed() >= EOF_GRACE && expected.remove(partition).is_some() {
+                    verdicts.insert((topic.to_string(), *partition), Placement::BeyondEnd);
+                }
             }
         }
         // Nothing came back: a record at or past the high watermark does not exist; below

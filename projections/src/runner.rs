@@ -726,6 +726,16 @@ async fn watch_log(
                 if metrics.problem.lock().expect("problem poisoned").is_some() {
                     continue;
                 }
+                // Only offsets still stored as they were read count: a session may have just
+                // recovered them.
+                let now = stored_offsets(&pool, projection).await.unwrap_or_default();
+                let current = |l: &&PartitionLog| {
+                    l.stored.is_none()
+                        || now.get(&(l.topic.clone(), l.partition)) == l.stored.as_ref()
+                };
+                if !logs.iter().all(|l| current(&l)) {
+                    continue;
+                }
                 metrics.publish_logs(&logs);
                 let problems: Vec<String> = logs.iter().filter_map(PartitionLog::problem).collect();
                 if problems.is_empty() {
