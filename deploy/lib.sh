@@ -68,12 +68,12 @@ ensure_postgres() {
   fi
 }
 
-# The pinned tansu broker, installed once with cargo (about 11 minutes on 2 cores).
+# The pinned tansu broker, installed once with cargo (about 17 minutes on 2 cores).
 ensure_tansu() {
   if tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return
   fi
-  log "installing the tansu $TANSU_VERSION broker with cargo (once; about 11 minutes on 2 cores)"
+  log "installing the tansu $TANSU_VERSION broker with cargo (once; about 17 minutes on 2 cores)"
   cargo install "tansu@$TANSU_VERSION" --locked --features libsql,dynostore
 }
 
