@@ -71,6 +71,12 @@ async fn send(
     (status, response.json().await.unwrap_or_default())
 }
 
+/// Registers a patient as an admin.
+async fn register(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let url = format!("{url}/v1/patients");
+    send(http, Method::POST, &url, &ada(), &[]).await
+}
+
 #[tokio::test]
 async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks() {
     // A cluster of its own: 100,000 events would slow every test that reads a topic from the start.
@@ -84,14 +90,7 @@ async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks
 
     // A seed patient, created and updated with the relay off: the templates of the backlog.
     let (mut quiet, url) = command_api(&cluster, &databases.event_store, false, &dir).await;
-    let (status, created) = send(
-        &http,
-        Method::POST,
-        &format!("{url}/v1/patients"),
-        &ada(),
-        &[],
-    )
-    .await;
+    let (status, created) = register(&http, &url).await;
     assert_eq!(status, 201, "{created}");
     let seed: Uuid = created["id"].as_str().unwrap().parse().unwrap();
     let (status, updated) = send(
@@ -162,14 +161,7 @@ async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks
         max_relay_locks = max_relay_locks.max(relay_locks);
         max_locks = max_locks.max(locks);
         samples += 1;
-        let (status, _) = send(
-            &http,
-            Method::POST,
-            &format!("{url}/v1/patients"),
-            &ada(),
-            &[],
-        )
-        .await;
+        let (status, _) = register(&http, &url).await;
         *statuses.entry(status).or_default() += 1;
         let left: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM outbox o JOIN events e ON e.event_id = o.event_id
