@@ -19,6 +19,8 @@ curl -fsS -o /dev/null "$API/health/ready" || die "the command API at $API is no
 
 WORK=$(mktemp -d -t healthplane-load.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+# The local stack's key: the development secret unless one is configured.
+[ -n "${HEALTHPLANE_JWT_SECRET:-}" ] || export HEALTHPLANE_DEV_MODE=1
 TOKEN=$("$HP_BIN/mint-token" --role admin --sub load-test)
 cat >"$WORK/register.lua" <<LUA
 wrk.method = "POST"

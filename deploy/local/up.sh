@@ -14,6 +14,13 @@ ensure_postgres
 ensure_tansu
 build_binaries
 
+# The local stack verifies tokens with the public development secret unless a key is
+# configured: it is a developer's stack, never one for real data.
+if [ -z "${HEALTHPLANE_JWT_SECRET:-}${HEALTHPLANE_JWT_PUBLIC_KEY_PEM:-}" ]; then
+  export HEALTHPLANE_DEV_MODE=1
+  log "development mode: tokens are verified with the PUBLIC development secret (set HEALTHPLANE_JWT_SECRET to use your own)"
+fi
+
 require_free_port 9092 "Kafka"
 require_free_port 8081 "schema registry"
 require_free_port 8082 "command API"
@@ -107,7 +114,7 @@ Healthplane is up.
   Logs              $DATA/logs/
 
 Try it:
-  TOKEN=\$($HP_BIN/mint-token --role admin)
+  TOKEN=\$(HEALTHPLANE_DEV_MODE=1 $HP_BIN/mint-token --role admin)
   curl -s localhost:8082/v1/patients -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
     -d '{"identifier":[{"system":"urn:oid:2.16.840.1.113883.4.1","value":"123-45-6789"}],"name":{"given":["Ada"],"family":"Lovelace"},"gender":"female","birthDate":"1815-12-10"}'
 

@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 
-/// The documented development secret, used when `HEALTHPLANE_JWT_SECRET` is unset.
-/// Never use it outside a developer's machine.
+/// The documented development secret, used only when `HEALTHPLANE_DEV_MODE=1` asks for it and
+/// no key is configured (the local stack and the tests). Never use it outside a developer's
+/// machine: it is public.
 pub const DEV_JWT_SECRET: &str = "healthplane-local-development-secret-do-not-use-in-production";
 
 /// The claims Healthplane reads from a token.
@@ -51,6 +52,42 @@ pub enum AuthError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The service has no usable key: it must not start.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash's size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether the local development mode was asked for explicitly (`HEALTHPLANE_DEV_MODE=1`).
+pub fn dev_mode() -> bool {
+    std::env::var("HEALTHPLANE_DEV_MODE").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The HS256 secret: `HEALTHPLANE_JWT_SECRET` (at least 32 bytes), or the public development
+/// secret when `HEALTHPLANE_DEV_MODE=1` asks for it; otherwise an error naming the settings.
+pub fn hs256_secret() -> Result<String, AuthError> {
+    match std::env::var("HEALTHPLANE_JWT_SECRET") {
+        Ok(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
+        Ok(_) => Err(AuthError::Config(format!(
+            "HEALTHPLANE_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: use a random secret \
+             of at least {MIN_SECRET_BYTES} bytes"
+        ))),
+        Err(_) if dev_mode() => {
+            tracing::warn!(
+                "HEALTHPLANE_DEV_MODE=1 and no key configured: verifying tokens with the PUBLIC \
+                 development secret; anyone can mint any role. Never run this way with real data"
+            );
+            Ok(DEV_JWT_SECRET.to_string())
+        }
+        Err(_) => Err(AuthError::Config(
+            "no token key configured: set HEALTHPLANE_JWT_PUBLIC_KEY_PEM (RS256) or \
+             HEALTHPLANE_JWT_SECRET (HS256, at least 32 bytes); on a developer's machine, \
+             HEALTHPLANE_DEV_MODE=1 uses the public development secret"
+                .into(),
+        )),
+    }
 }
 
 /// Checks tokens. One algorithm only: a token signed any other way (or not at all) is refused.
@@ -91,12 +128,13 @@ impl Verifier {
     }
 
     /// From the environment: `HEALTHPLANE_JWT_PUBLIC_KEY_PEM` (RS256) if set, else
-    /// `HEALTHPLANE_JWT_SECRET` (HS256), else the documented development secret.
+    /// `HEALTHPLANE_JWT_SECRET` (HS256, at least 32 bytes), else — only with
+    /// `HEALTHPLANE_DEV_MODE=1` — the public development secret. Without a key: an error.
     pub fn from_env() -> Result<Self, AuthError> {
         if let Ok(pem) = std::env::var("HEALTHPLANE_JWT_PUBLIC_KEY_PEM") {
             return Verifier::rs256_pem(&pem);
         }
-        Ok(Verifier::hs256(&local_secret()))
+        hs256_secret().map(|secret| Verifier::hs256(&secret))
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
@@ -118,14 +156,6 @@ impl Verifier {
             .ok_or(AuthError::Missing)?;
         self.verify(token.trim())
     }
-}
-
-/// The HS256 secret of the local stack.
-pub fn local_secret() -> String {
-    std::env::var("HEALTHPLANE_JWT_SECRET").unwrap_or_else(|_| {
-        tracing::warn!("HEALTHPLANE_JWT_SECRET is unset: using the documented development secret");
-        DEV_JWT_SECRET.to_string()
-    })
 }
 
 /// Mints an HS256 token (local development and tests).

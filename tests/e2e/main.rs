@@ -10,6 +10,7 @@ mod outage;
 mod projections;
 mod relay_backlog;
 mod restart;
+mod security;
 mod walking_skeleton;
 
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@ use events::Role;
 use uuid::Uuid;
 
 /// The JWT secret the test stacks are started with.
-pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret";
+pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret-of-at-least-32-bytes";
 
 fn env(name: &str) -> String {
     std::env::var(name)

@@ -52,10 +52,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("command-api");
     let args = Args::parse();
+    // No key, no service: checked before anything else starts.
+    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());
-    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let (relay, relay_health) = if args.no_relay {

@@ -4,7 +4,8 @@ use clap::Parser;
 use events::Role;
 use uuid::Uuid;
 
-/// Mint an HS256 token signed with `HEALTHPLANE_JWT_SECRET` (or the development default).
+/// Mint an HS256 token signed with `HEALTHPLANE_JWT_SECRET` (or, with `HEALTHPLANE_DEV_MODE=1`,
+/// the public development secret the local stack uses).
 #[derive(Debug, Parser)]
 #[command(name = "mint-token", version)]
 struct Args {
@@ -27,8 +28,7 @@ fn main() -> anyhow::Result<()> {
     if args.role.contains(&Role::Patient) && args.patient_id.is_none() {
         anyhow::bail!("--patient-id is required with the patient role");
     }
-    let secret = std::env::var("HEALTHPLANE_JWT_SECRET")
-        .unwrap_or_else(|_| platform::auth::DEV_JWT_SECRET.to_string());
+    let secret = platform::auth::hs256_secret()?;
     let token = platform::auth::mint_hs256(
         &secret,
         &args.sub,

@@ -35,6 +35,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("query-api");
     let args = Args::parse();
+    // No key, no service: checked before anything else starts.
+    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
     let pool = platform::db::connect_schema(
         &args.patient_database_url,
         platform::db::READ_MODEL_SCHEMA,
@@ -52,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let patients = Patients::new(pool);
     let state = AppState {
         schema: build_schema(patients.clone()),
-        verifier: Arc::new(Verifier::from_env().context("JWT configuration")?),
+        verifier,
         audit: Arc::new(AuditLog::new(producer, codec, &metrics)),
         patients,
     };
