@@ -320,7 +320,6 @@ impl Relay {
                         self.config.batch_timeout
                     ))
                 });
-            self.producer.renew_if_needed();
             let wait = match result {
                 Ok(report) => {
                     self.note_held(&report);

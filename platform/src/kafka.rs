@@ -1,13 +1,16 @@
 //! Kafka client settings shared by every producer and consumer, and idempotent creation of
 //! the documented topics.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use events::catalog::TopicSpec;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Base settings for any client of `brokers`.
@@ -151,38 +154,35 @@ mod tests {
 /// default context otherwise.
 #[derive(Debug, Default, Clone)]
 pub struct BrokerWatch {
-    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BrokerWatch {
     /// True once since the last call if all brokers went down in between.
     pub fn take_lost(&self) -> bool {
-        self.lost.swap(false, std::sync::atomic::Ordering::AcqRel)
+        self.lost.swap(false, Ordering::AcqRel)
     }
 }
 
 impl rdkafka::ClientContext for BrokerWatch {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.lost.store(true, std::sync::atomic::Ordering::Release);
+            self.lost.store(true, Ordering::Release);
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
 
 /// An idempotent producer that starts a new producer session when librdkafka declares the old
-/// one unusable, or after every broker connection was lost: a broker that comes back then sees
-/// a fresh producer id (the embedded broker wedges on a producer id from before its restart,
-/// and one whose storage was reset knows none). Messages the old producer had in flight fail
-/// (their callers retry); none is reported delivered that was not.
+/// one unusable, after every broker connection was lost, or after a delivery failed: a broker
+/// that comes back then sees a fresh producer id (the embedded broker wedges on a producer id
+/// from before its restart, and one whose storage was reset knows none). Messages the old
+/// producer had in flight fail (their callers retry); none is reported delivered that was not.
 pub struct RenewingProducer {
     config: ClientConfig,
-    current: std::sync::RwLock<(
-        std::sync::Arc<rdkafka::producer::FutureProducer<BrokerWatch>>,
-        BrokerWatch,
-    )>,
+    current: RwLock<(Arc<FutureProducer<BrokerWatch>>, BrokerWatch)>,
     /// When the producer was last replaced (at most one renewal per 5 s during an outage).
-    renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    renewed_at: Mutex<Option<Instant>>,
 }
 
 impl RenewingProducer {
@@ -191,14 +191,22 @@ impl RenewingProducer {
         let producer = config.create_with_context(watch.clone())?;
         Ok(RenewingProducer {
             config,
-            current: std::sync::RwLock::new((std::sync::Arc::new(producer), watch)),
-            renewed_at: std::sync::Mutex::new(None),
+            current: RwLock::new((Arc::new(producer), watch)),
+            renewed_at: Mutex::new(None),
         })
     }
 
-    /// The current producer (renewed first if it has to be).
-    pub fn get(&self) -> std::sync::Arc<rdkafka::producer::FutureProducer<BrokerWatch>> {
-        self.renew_if_needed();
+    /// The current producer, renewed first if it has to be. The common case (nothing lost, no
+    /// fatal error) takes only a shared lock.
+    pub fn get(&self) -> Arc<FutureProducer<BrokerWatch>> {
+        {
+            let current = self.current.read().expect("producer lock poisoned");
+            if !current.1.lost.load(Ordering::Acquire) && current.0.client().fatal_error().is_none()
+            {
+                return current.0.clone();
+            }
+        }
+        self.renew();
         self.current
             .read()
             .expect("producer lock poisoned")
@@ -206,19 +214,16 @@ impl RenewingProducer {
             .clone()
     }
 
-    /// Notes a delivery that failed (timed out): the next use starts a new session (at most one
-    /// per 5 s), in case the broker no longer knows this one.
+    /// Notes a delivery that failed: the next use starts a new session (at most one per 5 s),
+    /// in case the broker no longer knows this one.
     pub fn suspect(&self) {
         let current = self.current.read().expect("producer lock poisoned");
-        current
-            .1
-            .lost
-            .store(true, std::sync::atomic::Ordering::Release);
+        current.1.lost.store(true, Ordering::Release);
     }
 
-    /// Replaces the producer if it failed fatally or lost every broker since the last renewal.
-    pub fn renew_if_needed(&self) {
-        use rdkafka::producer::Producer;
+    /// Replaces the producer if it failed fatally, or lost a broker or a delivery since the
+    /// last renewal (and that was at least 5 s ago).
+    fn renew(&self) {
         let mut renewed_at = self.renewed_at.lock().expect("producer lock poisoned");
         let reason = {
             let current = self.current.read().expect("producer lock poisoned");
@@ -227,18 +232,18 @@ impl RenewingProducer {
                 None if renewed_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5))
                     && current.1.take_lost() =>
                 {
-                    "every broker connection was lost".to_string()
+                    "a broker connection or a delivery was lost".to_string()
                 }
                 None => return,
             }
         };
-        *renewed_at = Some(std::time::Instant::now());
+        *renewed_at = Some(Instant::now());
         tracing::warn!(reason, "starting a new Kafka producer session");
         let watch = BrokerWatch::default();
         match self.config.create_with_context(watch.clone()) {
             Ok(producer) => {
                 *self.current.write().expect("producer lock poisoned") =
-                    (std::sync::Arc::new(producer), watch);
+                    (Arc::new(producer), watch);
             }
             Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
         }

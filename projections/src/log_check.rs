@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -124,15 +125,38 @@ const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// How long after the end of a partition a record may still arrive (see `inspect`).
 const EOF_GRACE: Duration = Duration::from_secs(1);
 
-/// Checks the stored offsets of `partitions` (topic, partition, stored) against the log.
-/// Range checks against the watermarks are always made; the record before a stored offset is
-/// read back (and compared with its fingerprint) where `verify(topic, partition, stored, high)`
-/// says so. Blocking: run it on a blocking thread. `Err` when the broker cannot answer.
+/// Which stored offsets `inspect` reads the record before (range checks are always made).
+#[derive(Debug, Clone)]
+pub enum ReadBack {
+    /// Every one (a session start).
+    Every,
+    /// Only those at or past the reported high watermark, unless last read back at the same
+    /// (stored offset, high watermark) (a running projector's periodic check).
+    PastHighWatermark(HashMap<(String, i32), (i64, i64)>),
+}
+
+impl ReadBack {
+    fn wants(&self, topic: &str, partition: i32, stored: Stored, high: i64) -> bool {
+        match self {
+            ReadBack::Every => true,
+            ReadBack::PastHighWatermark(seen) => {
+                stored.next > high
+                    && seen.get(&(topic.to_string(), partition)) != Some(&(stored.next, high))
+            }
+        }
+    }
+}
+
+/// Checks the stored offsets of every partition of `topics` against the log: range checks
+/// against the watermarks, and the record before a stored offset read back (and compared with
+/// its fingerprint) as `read_back` says. Blocking: run it on a blocking thread. `Err` when the
+/// broker cannot answer or a topic has no partitions.
 pub fn inspect(
     brokers: &str,
-    partitions: &[(String, i32, Option<Stored>)],
-    verify: impl Fn(&str, i32, Stored, i64) -> bool,
-) -> Result<Vec<PartitionLog>, KafkaError> {
+    topics: &[&str],
+    stored: &HashMap<(String, i32), Stored>,
+    read_back: &ReadBack,
+) -> anyhow::Result<Vec<PartitionLog>> {
     let client: BaseConsumer<Quiet> = platform::kafka::client_config(brokers)
         .set("group.id", "healthplane-log-check")
         .set("enable.auto.commit", "false")
@@ -140,33 +164,42 @@ pub fn inspect(
         // A fetch outside the log must fail, never silently jump elsewhere.
         .set("auto.offset.reset", "error")
         .create_with_context(Quiet)?;
-    let mut logs = Vec::with_capacity(partitions.len());
-    for (topic, partition, stored) in partitions {
-        let (low, high) = client.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
-        let placement = match stored {
-            Some(s) if s.next < low => Placement::BeforeStart,
-            // Nothing stored, or nothing before the stored offset to compare.
-            None => Placement::InLog,
-            Some(s) if s.next == low => Placement::InLog,
-            Some(s) if !verify(topic, *partition, *s, high) => Placement::InLog,
-            // To be read below.
-            Some(_) => Placement::Replaced,
-        };
-        logs.push(PartitionLog {
-            topic: topic.clone(),
-            partition: *partition,
-            stored: *stored,
-            low,
-            high,
-            placement,
-        });
+    let mut logs = Vec::new();
+    for topic in topics {
+        let metadata = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read metadata of {topic}"))?;
+        let count = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        anyhow::ensure!(count > 0, "topic {topic} does not exist yet");
+        for partition in 0..count as i32 {
+            let stored = stored.get(&(topic.to_string(), partition)).copied();
+            let (low, high) = client.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            let placement = match stored {
+                Some(s) if s.next < low => Placement::BeforeStart,
+                // Nothing stored, or nothing before the stored offset to compare.
+                None => Placement::InLog,
+                Some(s) if s.next == low => Placement::InLog,
+                Some(s) if !read_back.wants(topic, partition, s, high) => Placement::InLog,
+                // To be read below.
+                Some(_) => Placement::Replaced,
+            };
+            logs.push(PartitionLog {
+                topic: topic.to_string(),
+                partition,
+                stored,
+                low,
+                high,
+                placement,
+            });
+        }
     }
     // Read the record before each stored offset, one topic at a time (end-of-partition events
     // name only the partition).
-    let mut topics: Vec<&str> = logs.iter().map(|l| l.topic.as_str()).collect();
-    topics.dedup();
     let mut verdicts: HashMap<(String, i32), Placement> = HashMap::new();
-    for topic in topics {
+    for &topic in topics {
         let mut probes = TopicPartitionList::new();
         let mut expected: HashMap<i32, (i64, Option<i64>, i64)> = HashMap::new();
         for log in logs
@@ -230,9 +263,7 @@ pub fn inspect(
             if target >= high {
                 verdicts.insert((topic.to_string(), partition), Placement::BeyondEnd);
             } else {
-                return Err(KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-                ));
+                anyhow::bail!("{topic}/{partition}: the broker did not answer the log check");
             }
         }
     }

@@ -27,7 +27,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,7 +35,7 @@ use schemas::EventCodec;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
-use crate::log_check::{self, PartitionLog, Placement, Stored};
+use crate::log_check::{self, PartitionLog, Placement, ReadBack, Stored};
 use crate::rebuild::{self, RebuildOptions};
 
 /// Tables the runner keeps in every read-model schema.
@@ -397,25 +397,10 @@ impl<P: Projection> Session<'_, P> {
             .set("auto.offset.reset", "error")
             .create()
             .context("cannot create the consumer")?;
-        let mut partitions = Vec::new();
-        for topic in self.projection.topics() {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .with_context(|| format!("cannot read metadata of {topic}"))?;
-            let count = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            anyhow::ensure!(count > 0, "topic {topic} does not exist yet");
-            partitions.extend((0..count as i32).map(|p| (topic.to_string(), p)));
-        }
         let mut stored = stored_offsets(self.pool, name).await?;
         // Every stored offset is read back at the start of a session.
-        let logs = check_log(&self.config.brokers, &partitions, &stored, |_, _, _, _| {
-            true
-        })
-        .await?;
+        let topics = self.projection.topics();
+        let logs = check_log(&self.config.brokers, topics, &stored, ReadBack::Every).await?;
         self.metrics.publish_logs(&logs);
         let outside: Vec<&PartitionLog> = logs
             .iter()
@@ -439,11 +424,11 @@ impl<P: Projection> Session<'_, P> {
         }
         self.metrics.set_problem(None);
         let mut assignment = TopicPartitionList::new();
-        for (topic, partition) in &partitions {
+        for log in &logs {
             let offset = stored
-                .get(&(topic.clone(), *partition))
+                .get(&(log.topic.clone(), log.partition))
                 .map_or(Offset::Beginning, |o| Offset::Offset(o.next));
-            assignment.add_partition_offset(topic, *partition, offset)?;
+            assignment.add_partition_offset(&log.topic, log.partition, offset)?;
         }
         consumer.assign(&assignment)?;
         tracing::info!(
@@ -649,19 +634,16 @@ async fn stored_offsets(
         .collect())
 }
 
-/// Checks the stored offsets of `partitions` against the broker's log (on a blocking thread).
+/// Checks the stored offsets of every partition of `topics` against the broker's log (on a
+/// blocking thread).
 async fn check_log(
     brokers: &str,
-    partitions: &[(String, i32)],
+    topics: &'static [&'static str],
     stored: &HashMap<(String, i32), Stored>,
-    verify: impl Fn(&str, i32, Stored, i64) -> bool + Send + 'static,
+    read_back: ReadBack,
 ) -> anyhow::Result<Vec<PartitionLog>> {
-    let brokers = brokers.to_string();
-    let partitions: Vec<(String, i32, Option<Stored>)> = partitions
-        .iter()
-        .map(|(t, p)| (t.clone(), *p, stored.get(&(t.clone(), *p)).copied()))
-        .collect();
-    tokio::task::spawn_blocking(move || log_check::inspect(&brokers, &partitions, verify))
+    let (brokers, stored) = (brokers.to_string(), stored.clone());
+    tokio::task::spawn_blocking(move || log_check::inspect(&brokers, topics, &stored, &read_back))
         .await
         .context("the log check panicked")?
         .context("cannot check the stored offsets against the broker's log")
@@ -677,13 +659,6 @@ async fn watch_log(
     brokers: String,
     metrics: RunnerMetrics,
 ) {
-    let Ok(client) = platform::kafka::client_config(&brokers)
-        .set("group.id", format!("healthplane-lag-{projection}"))
-        .create::<BaseConsumer>()
-        .map(Arc::new)
-    else {
-        return;
-    };
     // (stored offset, high watermark) last read back per partition: while neither moves, the
     // record is not read again.
     let mut verified: HashMap<(String, i32), (i64, i64)> = HashMap::new();
@@ -692,35 +667,10 @@ async fn watch_log(
         let Ok(stored) = stored_offsets(&pool, projection).await else {
             continue;
         };
-        let metadata_client = client.clone();
-        let partitions = tokio::task::spawn_blocking(move || {
-            let mut partitions = Vec::new();
-            for topic in topics {
-                if let Ok(metadata) =
-                    metadata_client.fetch_metadata(Some(topic), Duration::from_secs(5))
-                {
-                    let count = metadata
-                        .topics()
-                        .first()
-                        .map_or(0, |t| t.partitions().len());
-                    partitions.extend((0..count as i32).map(|p| (topic.to_string(), p)));
-                }
-            }
-            partitions
-        })
-        .await
-        .unwrap_or_default();
-        if partitions.is_empty() {
-            continue;
-        }
         // While running, only offsets past the reported high watermark are read back (cheap
         // range checks cover the rest; the session start reads back every one).
-        let seen = verified.clone();
-        let verify = move |topic: &str, partition: i32, stored: Stored, high: i64| {
-            stored.next > high
-                && seen.get(&(topic.to_string(), partition)) != Some(&(stored.next, high))
-        };
-        match check_log(&brokers, &partitions, &stored, verify).await {
+        let read_back = ReadBack::PastHighWatermark(verified.clone());
+        match check_log(&brokers, topics, &stored, read_back).await {
             Ok(logs) => {
                 // A recovery under way keeps its own problem; its offsets are settled by it.
                 if metrics.problem.lock().expect("problem poisoned").is_some() {
@@ -729,11 +679,11 @@ async fn watch_log(
                 // Only offsets still stored as they were read count: a session may have just
                 // recovered them.
                 let now = stored_offsets(&pool, projection).await.unwrap_or_default();
-                let current = |l: &&PartitionLog| {
+                let unchanged = logs.iter().all(|l| {
                     l.stored.is_none()
                         || now.get(&(l.topic.clone(), l.partition)) == l.stored.as_ref()
-                };
-                if !logs.iter().all(|l| current(&l)) {
+                });
+                if !unchanged {
                     continue;
                 }
                 metrics.publish_logs(&logs);

@@ -22,19 +22,22 @@ async fn health(stack: &Stack) -> (u16, serde_json::Value) {
     (status, response.json().await.unwrap_or_default())
 }
 
+/// Registers four patients; returns their ids.
+async fn register_four(stack: &Stack) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let created = stack.register(&ada()).await;
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
 #[tokio::test]
 async fn a_projector_whose_offsets_fall_outside_a_reset_log_reports_it_and_recovers() {
     let (mut own, _) = OwnCluster::start().await;
     let databases = Databases::fresh();
     let stack = Stack::start_with(own.cluster.clone(), databases.clone()).await;
-    let mut before = Vec::new();
-    for _ in 0..4 {
-        let id = stack.register(&ada()).await["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        before.push(id);
-    }
+    let before = register_four(&stack).await;
     for id in &before {
         read_until_visible(&stack, id, "dr-reset").await;
     }
@@ -106,14 +109,7 @@ async fn a_projector_whose_offsets_fall_outside_a_reset_log_reports_it_and_recov
 
     // Patients registered after the reset land at the start of the new log and are read; the
     // earlier ones are still there.
-    let mut after = Vec::new();
-    for _ in 0..4 {
-        let id = stack.register(&ada()).await["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        after.push(id);
-    }
+    let after = register_four(&stack).await;
     for id in after.iter().chain(&before) {
         let (_, patient) = read_until_visible(&stack, id, "dr-reset").await;
         assert_eq!(patient["name"]["family"], "Lovelace");
