@@ -56,6 +56,26 @@ pub const MIGRATIONS: &[Migration] = &[
           CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
           CREATE INDEX events_aggregate_type ON events (aggregate_id, aggregate_type);",
     },
+    Migration {
+        version: 3,
+        name: "unique patient identifiers",
+        // Filled from each patient's latest event; were two patients ever given the same
+        // identifier, the earlier registered keeps it.
+        sql: "CREATE TABLE patient_identifiers (
+            system TEXT NOT NULL,
+            value TEXT NOT NULL,
+            patient_id UUID NOT NULL,
+            PRIMARY KEY (system, value));
+          CREATE INDEX patient_identifiers_patient ON patient_identifiers (patient_id);
+          INSERT INTO patient_identifiers (system, value, patient_id)
+          SELECT i->>'system', i->>'value', latest.aggregate_id
+          FROM (SELECT DISTINCT ON (aggregate_id) aggregate_id, payload FROM events
+                WHERE aggregate_type = 'patient'
+                ORDER BY aggregate_id, aggregate_version DESC) latest,
+               jsonb_array_elements(latest.payload->'identifiers') i
+          ORDER BY latest.aggregate_id
+          ON CONFLICT DO NOTHING;",
+    },
 ];
 
 /// An event to append, with the topic it is published on (`None`: kept in the store only).
@@ -104,9 +124,55 @@ pub enum AppendError {
     /// The same idempotency key was committed by a concurrent request: replay its response.
     #[error("the request was already processed")]
     AlreadyProcessed,
+    /// 409: a business identifier (system + value) belongs to another patient.
+    #[error("an identifier of system {system} belongs to another patient")]
+    IdentifierTaken { system: String },
     /// 503: the store is unreachable or failed.
     #[error("event store failure: {0}")]
     Store(#[from] sqlx::Error),
+}
+
+/// Makes a patient's business identifiers (system + value) theirs alone: the set their latest
+/// event carries replaces what they held. One held by another patient fails the append (the
+/// unique key makes a concurrent claim wait for the first and then fail).
+async fn claim_identifiers(
+    tx: &mut PgConnection,
+    stream: &StreamAppend,
+) -> Result<(), AppendError> {
+    let Some(identifiers) = (stream.aggregate_type == "patient")
+        .then(|| stream.events.last())
+        .flatten()
+        .and_then(|e| e.payload.get("identifiers"))
+        .and_then(|i| i.as_array())
+    else {
+        return Ok(());
+    };
+    let (systems, values): (Vec<&str>, Vec<&str>) = identifiers
+        .iter()
+        .filter_map(|i| Some((i.get("system")?.as_str()?, i.get("value")?.as_str()?)))
+        .unzip();
+    sqlx::query("DELETE FROM patient_identifiers WHERE patient_id = $1")
+        .bind(stream.aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+    let taken: Option<String> = sqlx::query_scalar(
+        "WITH wanted AS (SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[]) AS w (system, value)),
+              claimed AS (INSERT INTO patient_identifiers (system, value, patient_id)
+                          SELECT system, value, $1 FROM wanted
+                          ON CONFLICT (system, value) DO NOTHING RETURNING system, value)
+         SELECT w.system FROM wanted w
+         WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.system = w.system AND c.value = w.value)
+         ORDER BY w.system LIMIT 1",
+    )
+    .bind(stream.aggregate_id)
+    .bind(&systems)
+    .bind(&values)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match taken {
+        Some(system) => Err(AppendError::IdentifierTaken { system }),
+        None => Ok(()),
+    }
 }
 
 /// The event store.
@@ -413,6 +479,7 @@ impl EventStore {
                     .await?;
                 }
             }
+            claim_identifiers(&mut tx, stream).await?;
         }
         tx.commit().await?;
         Ok(())

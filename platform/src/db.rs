@@ -59,11 +59,26 @@ pub async fn connect_schema(
     pool(options, max_connections, url).await
 }
 
+/// How long one statement may run (`HEALTHPLANE_DB_STATEMENT_TIMEOUT_MS`, default 30 s) and
+/// a transaction may sit idle (60 s) before PostgreSQL cancels it: a stuck query or a
+/// forgotten transaction fails and frees its connection instead of holding it for ever.
+fn statement_timeout_ms() -> u64 {
+    std::env::var("HEALTHPLANE_DB_STATEMENT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|ms| *ms > 0)
+        .unwrap_or(30_000)
+}
+
 async fn pool(
     options: PgConnectOptions,
     max_connections: u32,
     url: &str,
 ) -> anyhow::Result<PgPool> {
+    let options = options.options([
+        ("statement_timeout", statement_timeout_ms().to_string()),
+        ("idle_in_transaction_session_timeout", "60000".to_string()),
+    ]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -2,7 +2,9 @@
 //! configuration, Postgres and Kafka plumbing, telemetry, health and metrics endpoints.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
+pub mod consistency;
 pub mod db;
 pub mod http;
 pub mod kafka;

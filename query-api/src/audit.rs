@@ -103,7 +103,10 @@ impl AuditLog {
 pub struct AccessContext {
     pub actor: Actor,
     pub purpose_of_use: String,
+    /// The TCP peer, or the client a trusted proxy saw.
     pub client_ip: Option<String>,
+    /// `X-Forwarded-For` as received, when present (recorded, never believed on its own).
+    pub forwarded_for: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: String,
 }

@@ -21,10 +21,14 @@ pub type PortalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// Deepest query accepted (query bombs are refused before any read).
 pub const MAX_DEPTH: usize = 10;
-/// Most complex query accepted.
-pub const MAX_COMPLEXITY: usize = 1000;
+/// Most complex query accepted: every field selected costs 1, and a connection's selection
+/// costs once per item of the page it asks for (`first`), so 15 aliases of
+/// `patients(first: 100)` cannot return 1,500 patients.
+pub const MAX_COMPLEXITY: usize = 5000;
 /// Largest page.
 pub const MAX_PAGE: i32 = 100;
+/// The page size when `first` is not given.
+pub const DEFAULT_PAGE: i32 = 20;
 
 /// Per-request data: the caller and the request's audit trail.
 pub struct RequestData {
@@ -213,7 +217,7 @@ fn parse_cursor(cursor: &str) -> async_graphql::Result<Uuid> {
 }
 
 /// Why `caller` may not read `patient`, if they may not.
-fn read_denial(caller: &Caller, patient: Uuid) -> Option<&'static str> {
+pub(crate) fn read_denial(caller: &Caller, patient: Uuid) -> Option<&'static str> {
     if caller.has(Role::Practitioner) || caller.has(Role::Admin) {
         None
     } else if caller.has(Role::Patient) {
@@ -222,6 +226,12 @@ fn read_denial(caller: &Caller, patient: Uuid) -> Option<&'static str> {
     } else {
         Some("this role may not read patient records")
     }
+}
+
+/// The cost of a connection field: its selection once per item of the page.
+fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+    items.saturating_mul(child_complexity).saturating_add(1)
 }
 
 pub struct Query;
@@ -267,6 +277,7 @@ impl Query {
     }
 
     /// Patients matching `filter`, in registration order, `first` (default 20, at most 100) at a time.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn patients(
         &self,
         ctx: &Context<'_>,
@@ -275,7 +286,7 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<PatientConnection> {
         let request = ctx.data::<RequestData>()?;
-        let first = first.unwrap_or(20);
+        let first = first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(coded(
                 format!("`first` must be between 1 and {MAX_PAGE}"),

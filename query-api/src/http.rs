@@ -1,33 +1,84 @@
 //! The HTTP surface of the query API: `POST /graphql` (authenticated), GraphiQL on
 //! `GET /graphql`, health and metrics.
+//!
+//! A request is checked in the cheapest order: the token, the caller's rate, then the body
+//! (already bounded by the server), the query's shape, and the consistency token — so an
+//! anonymous or throttled client never gets its body read or a wait started.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_graphql::ErrorExtensions;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use events::{ConsistencyToken, Role};
+use events::Role;
 use platform::auth::{Caller, Verifier};
+use platform::client_ip::TrustedProxies;
+use platform::consistency::ConsistencySigner;
 use platform::metrics::Metrics;
 use platform::problem::Problem;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Semaphore;
 
 use crate::audit::{AccessContext, AuditLog, RequestAudit};
-use crate::graphql::{PortalSchema, RequestData};
+use crate::graphql::{PortalSchema, RequestData, read_denial};
+use crate::limits::{RateLimiter, check_shape};
 use crate::read_model::Patients;
 
 /// How long a query with `X-Consistency-Token` waits for the read model to catch up.
 pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
 
+/// The guards in front of the schema.
+pub struct Guards {
+    pub verifier: Arc<Verifier>,
+    pub consistency: Arc<ConsistencySigner>,
+    pub proxies: TrustedProxies,
+    pub rate: RateLimiter,
+    /// Consistency waits in progress at most (each polls the read model).
+    pub waits: Semaphore,
+    rate_limited: Counter,
+    waits_refused: Counter,
+}
+
+impl Guards {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        consistency: Arc<ConsistencySigner>,
+        proxies: TrustedProxies,
+        rate: RateLimiter,
+        max_waits: usize,
+        metrics: &Metrics,
+    ) -> Self {
+        Guards {
+            verifier,
+            consistency,
+            proxies,
+            rate,
+            waits: Semaphore::new(max_waits),
+            rate_limited: metrics.register(
+                "graphql_rate_limited",
+                "GraphQL requests refused because the caller exceeded their rate",
+                Counter::default(),
+            ),
+            waits_refused: metrics.register(
+                "graphql_consistency_waits_refused",
+                "Consistency waits not started because the cap on concurrent waits was reached",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub schema: PortalSchema,
-    pub verifier: Arc<Verifier>,
+    pub guards: Arc<Guards>,
     pub audit: Arc<AuditLog>,
     pub patients: Patients,
 }
@@ -53,29 +104,104 @@ fn header_text(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName)
         .map(str::to_string)
 }
 
+/// A request refused before the schema ran.
+enum Refused {
+    /// A GraphQL-shaped error answer (`errors[0].extensions.code`).
+    GraphQl {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// An HTTP-level problem (authentication, a body that is not a GraphQL request).
+    Http(Response),
+}
+
+fn refusal(status: StatusCode, code: &'static str, message: impl Into<String>) -> Box<Refused> {
+    Box::new(Refused::GraphQl {
+        status,
+        code,
+        message: message.into(),
+        retry_after: None,
+    })
+}
+
+fn problem(response: impl IntoResponse) -> Box<Refused> {
+    Box::new(Refused::Http(response.into_response()))
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Http(response) => response,
+            Refused::GraphQl {
+                status,
+                code,
+                message,
+                retry_after,
+            } => {
+                let error = async_graphql::Error::new(message)
+                    .extend_with(|_, e| e.set("code", code))
+                    .into_server_error(async_graphql::Pos::default());
+                let mut response =
+                    GraphQLResponse::from(async_graphql::Response::from_errors(vec![error]))
+                        .into_response();
+                *response.status_mut() = status;
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                }
+                response
+            }
+        }
+    }
+}
+
 /// The purpose of use the caller declares (`X-Purpose-Of-Use`), defaulting by role.
-fn purpose_of_use(headers: &HeaderMap, caller: &Caller) -> Result<String, Problem> {
+fn purpose_of_use(headers: &HeaderMap, caller: &Caller) -> Result<String, Box<Refused>> {
     match header_text(headers, "x-purpose-of-use") {
         Some(p) if (2..=16).contains(&p.len()) && p.chars().all(|c| c.is_ascii_uppercase()) => {
             Ok(p)
         }
-        Some(p) => Err(Problem::bad_request(format!(
-            "X-Purpose-Of-Use `{p}` is not an HL7 PurposeOfUse code such as TREAT or ETREAT"
-        ))),
+        Some(_) => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "X-Purpose-Of-Use is not an HL7 PurposeOfUse code such as TREAT or ETREAT",
+        )),
         None if caller.has(Role::Practitioner) || caller.has(Role::Admin) => Ok("TREAT".into()),
         None => Ok("PATRQT".into()),
     }
 }
 
-/// Waits (bounded) until the read model holds the version a command response promised.
-async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+/// Waits (bounded in time and in how many wait at once) until the read model holds the
+/// version a command response promised. The token must be one this platform sealed for this
+/// caller, for a record the caller may read; anything else is refused at once.
+async fn await_consistency(
+    state: &AppState,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<(), Box<Refused>> {
     let Some(raw) = header_text(headers, "x-consistency-token") else {
         return Ok(());
     };
-    let token: ConsistencyToken = raw.parse().map_err(Problem::bad_request)?;
-    if token.aggregate_type != "patient" {
+    let token = state
+        .guards
+        .consistency
+        .open(&raw, &caller.claims.sub)
+        .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
+    // A record the caller may not read is not waited on: its resolver answers FORBIDDEN.
+    if token.aggregate_type != "patient" || read_denial(caller, token.aggregate_id).is_some() {
         return Ok(());
     }
+    let Ok(_slot) = state.guards.waits.try_acquire() else {
+        state.guards.waits_refused.inc();
+        return Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CONSISTENCY_TIMEOUT",
+            "too many reads are waiting for their writes; retry shortly",
+        ));
+    };
     let deadline = Instant::now() + CONSISTENCY_WAIT;
     while Instant::now() < deadline {
         match state.patients.version(token.aggregate_id).await {
@@ -84,52 +210,83 @@ async fn await_consistency(state: &AppState, headers: &HeaderMap) -> Result<(), 
             Err(_) => break,
         }
     }
-    tracing::info!(token = %raw, "read model did not catch up within the consistency wait; answering with what it has");
+    tracing::info!(
+        aggregate_id = %token.aggregate_id,
+        version = token.version,
+        "read model did not catch up within the consistency wait; answering with what it has"
+    );
     Ok(())
 }
 
 async fn graphql(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Request,
 ) -> Response {
+    let headers = request.headers().clone();
     let request_id = platform::http::request_id(&headers);
-    let result = async {
-        let claims = state
-            .verifier
-            .verify_header(header_text(&headers, header::AUTHORIZATION).as_deref())
-            .map_err(|e| Problem::unauthorized(e.to_string()))?;
-        let caller = Caller { claims };
-        let role = caller
-            .acting_role(&[
-                Role::Practitioner,
-                Role::Admin,
-                Role::Patient,
-                Role::Auditor,
-            ])
-            .ok_or_else(|| Problem::forbidden("the token carries no Healthplane role"))?;
-        let context = AccessContext {
-            actor: caller.actor(role),
-            purpose_of_use: purpose_of_use(&headers, &caller)?,
-            client_ip: header_text(&headers, "x-forwarded-for")
-                .and_then(|f| f.split(',').next().map(|s| s.trim().to_string()))
-                .or_else(|| Some(peer.ip().to_string())),
-            user_agent: header_text(&headers, header::USER_AGENT),
-            request_id: request_id.clone(),
-        };
-        await_consistency(&state, &headers).await?;
-        let data = RequestData {
-            caller,
-            audit: RequestAudit::new(state.audit.clone(), context),
-        };
-        let response = state.schema.execute(request.into_inner().data(data)).await;
-        Ok::<_, Problem>(GraphQLResponse::from(response).into_response())
-    }
-    .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    let mut response = answer(state, peer, &headers, request_id.clone(), request)
+        .await
+        .unwrap_or_else(|refused| refused.into_response());
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", id);
     }
     response
+}
+
+async fn answer(
+    state: AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request_id: String,
+    request: Request,
+) -> Result<Response, Box<Refused>> {
+    let claims = state
+        .guards
+        .verifier
+        .verify_header(header_text(headers, header::AUTHORIZATION).as_deref())
+        .map_err(|e| problem(Problem::unauthorized(e.to_string())))?;
+    let caller = Caller { claims };
+    let role = caller
+        .acting_role(&[
+            Role::Practitioner,
+            Role::Admin,
+            Role::Patient,
+            Role::Auditor,
+        ])
+        .ok_or_else(|| problem(Problem::forbidden("the token carries no Healthplane role")))?;
+    if let Err(retry_after) = state.guards.rate.check(&caller.claims.sub) {
+        state.guards.rate_limited.inc();
+        return Err(Box::new(Refused::GraphQl {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "RATE_LIMITED",
+            message: format!("too many requests from this caller; retry in {retry_after} s"),
+            retry_after: Some(retry_after),
+        }));
+    }
+    let query = <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state)
+        .await
+        .map_err(problem)?
+        .into_inner();
+    check_shape(&query.query)
+        .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
+    let (client_ip, forwarded_for) = state.guards.proxies.client(
+        peer.ip(),
+        header_text(headers, "x-forwarded-for").as_deref(),
+    );
+    let context = AccessContext {
+        actor: caller.actor(role),
+        purpose_of_use: purpose_of_use(headers, &caller)?,
+        client_ip: Some(client_ip),
+        forwarded_for,
+        user_agent: header_text(headers, header::USER_AGENT),
+        request_id,
+    };
+    await_consistency(&state, headers, &caller).await?;
+    let data = RequestData {
+        caller,
+        audit: RequestAudit::new(state.audit.clone(), context),
+    };
+    let response = state.schema.execute(query.data(data)).await;
+    Ok(GraphQLResponse::from(response).into_response())
 }

@@ -7,4 +7,5 @@
 pub mod audit;
 pub mod graphql;
 pub mod http;
+pub mod limits;
 pub mod read_model;

@@ -1,5 +1,6 @@
 //! End-to-end tests: one per user journey, against the real broker, registry and PostgreSQL.
 
+mod attacks;
 mod bad_input;
 mod commands;
 mod concurrency;

@@ -16,6 +16,7 @@ fn start_without_key(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String
         .env_remove("HEALTHPLANE_JWT_SECRET")
         .env_remove("HEALTHPLANE_JWT_PUBLIC_KEY_PEM")
         .env_remove("HEALTHPLANE_DEV_MODE")
+        .env_remove("HEALTHPLANE_CONSISTENCY_KEY")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -55,5 +56,16 @@ fn a_service_without_a_token_key_refuses_to_start_and_names_the_settings() {
             assert_ne!(code, Some(0), "{binary} started with a short secret");
             assert!(stderr.contains("at least 32 bytes"), "{binary}: {stderr}");
         }
+
+        // A token key without the consistency-token key shared by both APIs is not enough.
+        let (code, stderr) = start_without_key(
+            binary,
+            &[("HEALTHPLANE_JWT_SECRET", tests::TEST_JWT_SECRET)],
+        );
+        assert_ne!(code, Some(0), "{binary} started without a consistency key");
+        assert!(
+            stderr.contains("HEALTHPLANE_CONSISTENCY_KEY"),
+            "{binary} did not name the setting: {stderr}"
+        );
     }
 }

@@ -138,10 +138,11 @@ async fn a_consistency_token_reads_the_write_at_once() {
         .as_str()
         .expect("token")
         .to_string();
-    let practitioner = token(Role::Practitioner, "dr-hopper", None);
+    // The token was issued to the admin who registered the patient, and opens only for them.
+    let admin = token(Role::Admin, "admin-e2e", None);
     let (status, _, body) = stack
         .graphql(
-            &practitioner,
+            &admin,
             &[("X-Consistency-Token", &token_header)],
             PATIENT_QUERY,
             serde_json::json!({"id": created["id"]}),

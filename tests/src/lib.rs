@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 /// The JWT secret the test stacks are started with.
 pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret-of-at-least-32-bytes";
+/// The key the test stacks seal consistency tokens with.
+pub const TEST_CONSISTENCY_KEY: &str = "healthplane-e2e-consistency-key-of-32-bytes";
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -95,6 +97,7 @@ impl Process {
             .args(args)
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HEALTHPLANE_JWT_SECRET", TEST_JWT_SECRET)
+            .env("HEALTHPLANE_CONSISTENCY_KEY", TEST_CONSISTENCY_KEY)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
@@ -106,6 +109,24 @@ impl Process {
             child,
             log,
         }
+    }
+
+    /// The operating system's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB (`VmRSS`), read from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

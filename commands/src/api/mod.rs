@@ -22,6 +22,7 @@ use axum::routing::{patch, post};
 use chrono::Utc;
 use events::{Actor, ConsistencyToken, Envelope, Role};
 use platform::auth::{Caller, Verifier};
+use platform::consistency::ConsistencySigner;
 use platform::http::ReadyCheck;
 use platform::metrics::Metrics;
 use platform::problem::{FieldError, Problem};
@@ -44,6 +45,8 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct AppState {
     pub store: EventStore,
     pub verifier: Arc<Verifier>,
+    /// Seals the consistency tokens of command responses (bound to the caller).
+    pub consistency: Arc<ConsistencySigner>,
     accepted: Counter,
     rejected: Counter,
     replayed: Counter,
@@ -56,10 +59,16 @@ impl FromRef<AppState> for Arc<Verifier> {
 }
 
 impl AppState {
-    pub fn new(store: EventStore, verifier: Arc<Verifier>, metrics: &Metrics) -> Self {
+    pub fn new(
+        store: EventStore,
+        verifier: Arc<Verifier>,
+        consistency: Arc<ConsistencySigner>,
+        metrics: &Metrics,
+    ) -> Self {
         AppState {
             store,
             verifier,
+            consistency,
             accepted: metrics.register(
                 "commands_accepted",
                 "Commands accepted",
@@ -349,7 +358,8 @@ pub(crate) fn store_unavailable(e: sqlx::Error) -> Problem {
     if let sqlx::Error::Database(db) = &e
         && db.code().is_some_and(|c| c.starts_with("22"))
     {
-        tracing::warn!(error = %e, "the store refused a value the validation let through");
+        // The message may quote the value (PHI): log only the SQLSTATE.
+        tracing::warn!(sqlstate = ?db.code(), "the store refused a value the validation let through");
         return Problem::validation(vec![FieldError::new(
             "$",
             "contains a value that cannot be stored",
@@ -514,7 +524,7 @@ impl<A: Aggregate> Execution<'_, A> {
             "id": id,
             "version": new_version,
             "eventIds": events.iter().map(|e| e.envelope.event_id).collect::<Vec<_>>(),
-            "consistencyToken": token.to_string(),
+            "consistencyToken": app.consistency.seal(&token, &meta.caller.claims.sub),
         });
         let response = StoredResponse {
             principal: meta.caller.claims.sub.clone(),
@@ -560,6 +570,13 @@ impl<A: Aggregate> Execution<'_, A> {
                     })?;
                 replay(app, first, hash)
             }
+            Err(AppendError::IdentifierTaken { system }) => Err(Problem::new(
+                StatusCode::CONFLICT,
+                "identifier-taken",
+                "Identifier belongs to another patient",
+                format!("an identifier of system `{system}` already belongs to another patient"),
+            )
+            .with("identifierSystem", system)),
             Err(AppendError::Store(e)) => Err(store_unavailable(e)),
         }
     }

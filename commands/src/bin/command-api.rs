@@ -46,6 +46,8 @@ struct Args {
     relay_stall_after_s: u64,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    http: platform::http::HttpLimits,
 }
 
 #[tokio::main]
@@ -54,6 +56,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // No key, no service: checked before anything else starts.
     let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
+    let consistency = Arc::new(
+        platform::consistency::ConsistencySigner::from_env()
+            .context("consistency-token configuration")?,
+    );
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());
@@ -100,11 +106,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let state = AppState::new(store, verifier, &metrics);
+    let state = AppState::new(store, verifier, consistency, &metrics);
     let app = api::router(state, metrics, relay_health);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
-    platform::http::serve(listener, app, platform::http::shutdown_signal()).await?;
+    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     expiry.abort();
     if let Some(relay) = relay {

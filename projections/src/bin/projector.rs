@@ -95,9 +95,14 @@ async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, projection = projection.name(), "projector health and metrics listening");
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(platform::http::serve(listener, ops, async move {
-        let _ = http_stop.changed().await;
-    }));
+    let http = tokio::spawn(platform::http::serve(
+        listener,
+        ops,
+        platform::http::HttpLimits::default(),
+        async move {
+            let _ = http_stop.changed().await;
+        },
+    ));
     // Run inline: the worker needs no second task.
     let worker = runner::run(Arc::new(projection), pool, config, runner_metrics, stop_rx);
     tokio::pin!(worker);

@@ -7,11 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use platform::auth::Verifier;
+use platform::client_ip::TrustedProxies;
 use platform::config::KafkaArgs;
+use platform::consistency::ConsistencySigner;
 use platform::metrics::Metrics;
 use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
-use query_api::http::{self, AppState};
+use query_api::http::{self, AppState, Guards};
+use query_api::limits::RateLimiter;
 use query_api::read_model::Patients;
 
 #[derive(Debug, Parser)]
@@ -27,8 +30,19 @@ struct Args {
     /// The patient read model.
     #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"))]
     patient_database_url: String,
+    /// Requests per second one caller (token `sub`) may make, on average.
+    #[arg(long, env = "HEALTHPLANE_GRAPHQL_RATE_PER_S", default_value_t = 50.0)]
+    rate_per_second: f64,
+    /// Requests one caller may make in a burst.
+    #[arg(long, env = "HEALTHPLANE_GRAPHQL_RATE_BURST", default_value_t = 100.0)]
+    rate_burst: f64,
+    /// Reads waiting on a consistency token at once, at most (each polls the read model).
+    #[arg(long, env = "HEALTHPLANE_CONSISTENCY_MAX_WAITS", default_value_t = 32)]
+    max_consistency_waits: usize,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    http: platform::http::HttpLimits,
 }
 
 #[tokio::main]
@@ -37,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // No key, no service: checked before anything else starts.
     let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
+    let consistency =
+        Arc::new(ConsistencySigner::from_env().context("consistency-token configuration")?);
+    let proxies = TrustedProxies::from_env().map_err(anyhow::Error::msg)?;
     let pool = platform::db::connect_schema(
         &args.patient_database_url,
         platform::db::READ_MODEL_SCHEMA,
@@ -54,12 +71,19 @@ async fn main() -> anyhow::Result<()> {
     let patients = Patients::new(pool);
     let state = AppState {
         schema: build_schema(patients.clone()),
-        verifier,
+        guards: Arc::new(Guards::new(
+            verifier,
+            consistency,
+            proxies,
+            RateLimiter::new(args.rate_per_second, args.rate_burst),
+            args.max_consistency_waits,
+            &metrics,
+        )),
         audit: Arc::new(AuditLog::new(producer, codec, &metrics)),
         patients,
     };
     let app = http::router(state, metrics);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "GraphQL API listening on /graphql");
-    platform::http::serve(listener, app, platform::http::shutdown_signal()).await
+    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await
 }

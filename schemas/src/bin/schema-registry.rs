@@ -24,6 +24,8 @@ struct Args {
     /// The registry's own database.
     #[arg(long, env = "HEALTHPLANE_SCHEMA_REGISTRY_DATABASE_URL", default_value_t = platform::config::default_database_url("schema_registry"))]
     database_url: String,
+    #[command(flatten)]
+    http: platform::http::HttpLimits,
 }
 
 #[tokio::main]
@@ -37,5 +39,5 @@ async fn main() -> anyhow::Result<()> {
     let app = registry::router(Store::new(pool), metrics, ready);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "schema registry listening");
-    platform::http::serve(listener, app, platform::http::shutdown_signal()).await
+    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await
 }

@@ -1,0 +1,198 @@
+//! What one caller may ask of the query API: the shape of a query (aliases, root fields) and
+//! how often (a token bucket per caller). Depth and complexity are the schema's own limits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+};
+use async_graphql::{Name, Positioned};
+
+/// Most aliased fields in one query document (GraphQL Armor's default is 15).
+pub const MAX_ALIASES: usize = 15;
+/// Most top-level fields in one operation.
+pub const MAX_ROOT_FIELDS: usize = 10;
+
+/// Why a query was refused before it ran.
+pub fn check_shape(query: &str) -> Result<(), String> {
+    // A query that does not parse is reported by the executor with its position.
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return Ok(());
+    };
+    let aliases = count_aliases(&document);
+    if aliases > MAX_ALIASES {
+        return Err(format!(
+            "the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"
+        ));
+    }
+    let operations: Vec<&SelectionSet> = match &document.operations {
+        DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+        DocumentOperations::Multiple(ops) => {
+            ops.values().map(|op| &op.node.selection_set.node).collect()
+        }
+    };
+    for selection_set in operations {
+        let mut seen = Vec::new();
+        let roots = count_fields(selection_set, &document.fragments, &mut seen);
+        if roots > MAX_ROOT_FIELDS {
+            return Err(format!(
+                "the operation selects {roots} top-level fields; at most {MAX_ROOT_FIELDS} are allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn count_aliases(document: &ExecutableDocument) -> usize {
+    fn walk(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(field) => {
+                    usize::from(field.node.alias.is_some()) + walk(&field.node.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => walk(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    let operations: usize = match &document.operations {
+        DocumentOperations::Single(op) => walk(&op.node.selection_set.node),
+        DocumentOperations::Multiple(ops) => ops
+            .values()
+            .map(|op| walk(&op.node.selection_set.node))
+            .sum(),
+    };
+    operations
+        + document
+            .fragments
+            .values()
+            .map(|f| walk(&f.node.selection_set.node))
+            .sum::<usize>()
+}
+
+/// Fields selected at this level, through fragments (each fragment counted once per path;
+/// cycles, which validation refuses later, stop the walk).
+fn count_fields<'a>(
+    set: &'a SelectionSet,
+    fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
+    path: &mut Vec<&'a Name>,
+) -> usize {
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(fragment) => {
+                count_fields(&fragment.node.selection_set.node, fragments, path)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                match fragments.get(name) {
+                    Some(fragment) if !path.contains(&name) && path.len() < 16 => {
+                        path.push(name);
+                        let n = count_fields(&fragment.node.selection_set.node, fragments, path);
+                        path.pop();
+                        n
+                    }
+                    _ => 0,
+                }
+            }
+        })
+        .sum()
+}
+
+/// A token bucket per caller: `burst` requests at once, refilled at `per_second`.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Most callers tracked at once; beyond it, full buckets are forgotten first.
+const MAX_TRACKED: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        RateLimiter {
+            per_second: per_second.max(0.001),
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `caller`; `Err(seconds)` says when one will be available.
+    pub fn check(&self, caller: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(caller) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets
+            .entry(caller.to_string())
+            .or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.per_second).ceil() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_over_the_cap_are_refused() {
+        let ok: String = (0..MAX_ALIASES)
+            .map(|i| format!("a{i}: __typename "))
+            .collect();
+        assert_eq!(check_shape(&format!("{{ {ok} }}")), Ok(()));
+        let many: String = (0..200)
+            .map(|i| format!("p{i}: patients(first: 100) {{ edges {{ node {{ id }} }} }} "))
+            .collect();
+        let error = check_shape(&format!("{{ {many} }}")).unwrap_err();
+        assert!(error.contains("200 aliases"), "{error}");
+        // Aliases hidden in a fragment count too.
+        let fragment = format!("query {{ ...F }} fragment F on Query {{ {many} }}");
+        assert!(check_shape(&fragment).is_err());
+    }
+
+    #[test]
+    fn root_fields_over_the_cap_are_refused_through_fragments() {
+        let ten = "__typename ".repeat(MAX_ROOT_FIELDS);
+        assert_eq!(check_shape(&format!("{{ {ten} }}")), Ok(()));
+        let spread =
+            format!("{{ ...F ... on Query {{ __typename }} }} fragment F on Query {{ {ten} }}");
+        assert!(check_shape(&spread).unwrap_err().contains("11 top-level"));
+        // A fragment cycle does not hang the check (validation refuses it afterwards).
+        assert_eq!(
+            check_shape("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"),
+            Ok(())
+        );
+        assert_eq!(
+            check_shape("{ not valid"),
+            Ok(()),
+            "left to the parser's error"
+        );
+    }
+
+    #[test]
+    fn a_caller_over_the_rate_is_told_when_to_retry_and_others_are_not_affected() {
+        let limiter = RateLimiter::new(1.0, 3.0);
+        for _ in 0..3 {
+            assert_eq!(limiter.check("a"), Ok(()));
+        }
+        assert_eq!(limiter.check("a"), Err(1));
+        assert_eq!(limiter.check("b"), Ok(()));
+    }
+}
