@@ -9,6 +9,8 @@ case "$HP_PROFILE" in debug | release) ;; *) echo "HEALTHPLANE_PROFILE must be d
 HP_BIN=$CARGO_TARGET_DIR/$HP_PROFILE
 TANSU_VERSION=0.6.0
 HP_VENV=${HEALTHPLANE_VENV:-$HOME/.cache/healthplane/venv}
+# The local PostgreSQL administrator: used only to create the services' roles and databases.
+HP_PG_ADMIN_URL=${HEALTHPLANE_POSTGRES_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }

@@ -21,6 +21,14 @@ if [ -z "${HEALTHPLANE_JWT_SECRET:-}${HEALTHPLANE_JWT_PUBLIC_KEY_PEM:-}" ]; then
   log "development mode: tokens are verified with the PUBLIC development secret (set HEALTHPLANE_JWT_SECRET to use your own)"
 fi
 
+# Consistency tokens are sealed with a key of this stack's own, kept with its data.
+mkdir -p "$DATA/secrets" && chmod 700 "$DATA/secrets"
+if [ -z "${HEALTHPLANE_CONSISTENCY_KEY:-}" ]; then
+  [ -s "$DATA/secrets/consistency-key" ] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/secrets/consistency-key")
+  HEALTHPLANE_CONSISTENCY_KEY=$(cat "$DATA/secrets/consistency-key")
+  export HEALTHPLANE_CONSISTENCY_KEY
+fi
+
 require_free_port 9092 "Kafka"
 require_free_port 8081 "schema registry"
 require_free_port 8082 "command API"
@@ -82,24 +90,29 @@ log "starting the tansu broker on :9092 (data in $DATA/kafka)"
 start tansu bash -c "cd '$DATA/kafka' && { python3 '$HP_ROOT/deploy/local/tansu-sqlite-index.py' tansu.db & } && exec tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://localhost:9092 --storage-engine sqlite://tansu.db"
 wait_port 127.0.0.1 9092 30 || die "the broker did not start; see $DATA/logs/tansu.log"
 
+log "provisioning PostgreSQL: one least-privileged role per service (passwords in $DATA/secrets)"
+"$HP_BIN/replay-tool" provision-postgres --admin-url "$HP_PG_ADMIN_URL" --secrets-dir "$DATA/secrets" | sed 's/^/    /'
+# The server URL (no database) with the credentials of one service's role.
+pg_as() { echo "postgres://healthplane_$1:$(cat "$DATA/secrets/healthplane_$1")@127.0.0.1:5432"; }
+
 log "starting the schema registry on :8081"
-start schema-registry "$HP_BIN/schema-registry"
+start schema-registry env HEALTHPLANE_POSTGRES_URL="$(pg_as registry)" "$HP_BIN/schema-registry"
 wait_http http://127.0.0.1:8081/health/ready 60 || die "the registry did not start; see $DATA/logs/schema-registry.log"
 
 log "creating topics and registering schemas"
 "$HP_BIN/replay-tool" bootstrap | sed 's/^/    /'
 
 log "starting the command API, the projectors and the GraphQL API"
-start command-api "$HP_BIN/command-api"
+start command-api env HEALTHPLANE_POSTGRES_URL="$(pg_as command)" "$HP_BIN/command-api"
 PROJECTIONS=(patient appointment encounter laboratory pharmacy audit)
 for i in "${!PROJECTIONS[@]}"; do
-  start "projector-${PROJECTIONS[i]}" "$HP_BIN/projector" --projection "${PROJECTIONS[i]}" --listen "127.0.0.1:$((9101 + i))"
+  start "projector-${PROJECTIONS[i]}" env HEALTHPLANE_POSTGRES_URL="$(pg_as projector)" "$HP_BIN/projector" --projection "${PROJECTIONS[i]}" --listen "127.0.0.1:$((9101 + i))"
 done
 wait_http http://127.0.0.1:8082/health/ready 60 || die "the command API did not start; see $DATA/logs/command-api.log"
 for i in "${!PROJECTIONS[@]}"; do
   wait_http "http://127.0.0.1:$((9101 + i))/health/ready" 60 || die "the ${PROJECTIONS[i]} projector did not start; see $DATA/logs/projector-${PROJECTIONS[i]}.log"
 done
-start query-api "$HP_BIN/query-api"
+start query-api env HEALTHPLANE_POSTGRES_URL="$(pg_as query)" "$HP_BIN/query-api"
 wait_http http://127.0.0.1:8080/health/ready 60 || die "the GraphQL API did not start; see $DATA/logs/query-api.log"
 
 cat <<MSG
@@ -109,7 +122,7 @@ Healthplane is up.
   Command API       http://localhost:8082/v1/patients
   Schema registry   http://localhost:8081/subjects
   Kafka (tansu)     localhost:9092
-  PostgreSQL        127.0.0.1:5432                    (postgres / postgres)
+  PostgreSQL        127.0.0.1:5432                    (services: roles healthplane_*, passwords in $DATA/secrets)
   Projectors        patient, appointment, encounter, laboratory, pharmacy, audit: health and metrics on :9101-:9106
   Logs              $DATA/logs/
 

@@ -43,7 +43,11 @@ pub struct PhiAccessed {
     /// HL7 v3 PurposeOfUse: `TREAT`, `ETREAT` (break-the-glass), `HPAYMT`, `HOPERAT`, ...
     pub purpose_of_use: String,
     pub outcome: AccessOutcome,
+    /// The TCP peer, or the client a configured trusted proxy saw.
     pub client_ip: Option<String>,
+    /// `X-Forwarded-For` as received, when present (schema v2): recorded, never believed.
+    #[serde(default)]
+    pub forwarded_for: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: String,
     /// The component that served the data, e.g. `query-api`.

@@ -242,6 +242,7 @@ pub fn example_record(topic: &str, key: Uuid) -> Option<serde_json::Value> {
             purpose_of_use: "TREAT".into(),
             outcome: AccessOutcome::Success,
             client_ip: Some("10.20.30.40".into()),
+            forwarded_for: Some("203.0.113.7".into()),
             user_agent: Some("provider-portal/2.3".into()),
             request_id: "req-7f3a9c".into(),
             service: "query-api".into(),

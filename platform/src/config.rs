@@ -48,9 +48,19 @@ pub struct KafkaArgs {
     pub schema_registry_url: String,
 }
 
-/// The default database URL of one service's database on the local PostgreSQL server.
+/// The PostgreSQL server (no database): `HEALTHPLANE_POSTGRES_URL`, e.g.
+/// `postgres://healthplane_query:<password>@db:5432`, else the local default.
+pub fn postgres_server_url() -> String {
+    std::env::var("HEALTHPLANE_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|url| url.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_string())
+}
+
+/// The default URL of one service's database on the configured PostgreSQL server.
 pub fn default_database_url(database: &str) -> String {
-    format!("{DEFAULT_POSTGRES_URL}/{database}")
+    format!("{}/{database}", postgres_server_url())
 }
 
 /// `postgres://user:***@host:port/db` for logs.

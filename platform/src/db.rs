@@ -70,6 +70,23 @@ fn statement_timeout_ms() -> u64 {
         .unwrap_or(30_000)
 }
 
+/// Connects a reader to an existing database with `schema` first on the search path: it
+/// creates nothing, and its sessions are read-only (with a role that may only `SELECT`, a
+/// second line of defence).
+pub async fn connect_reader(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database URL {}", redact_url(url)))?
+        .options([
+            ("search_path", format!("{schema},public")),
+            ("default_transaction_read_only", "on".to_string()),
+        ]);
+    pool(options, max_connections, url).await
+}
+
 async fn pool(
     options: PgConnectOptions,
     max_connections: u32,

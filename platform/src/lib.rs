@@ -10,4 +10,5 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;
+pub mod provision;
 pub mod telemetry;

@@ -293,6 +293,31 @@ async fn swap<P: Projection>(
     } else {
         String::new()
     };
+    if live_schema {
+        // The new model keeps the live one's owner and readers (e.g. the query API's role),
+        // whoever ran the rebuild: an administrator's rebuild must not lock the readers out.
+        sqlx::raw_sql(&format!(
+            "DO $$ DECLARE live record; r record; BEGIN
+               SELECT oid, nspowner::regrole::text AS owner INTO live
+                 FROM pg_namespace WHERE nspname = '{READ_MODEL_SCHEMA}';
+               FOR r IN SELECT DISTINCT a.grantee::regrole::text AS reader
+                        FROM pg_namespace n, aclexplode(n.nspacl) a
+                        WHERE n.oid = live.oid AND a.privilege_type = 'USAGE'
+                          AND a.grantee <> 0 AND a.grantee <> n.nspowner LOOP
+                 EXECUTE format('GRANT USAGE ON SCHEMA {BUILD_SCHEMA} TO %s', r.reader);
+                 EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA {BUILD_SCHEMA} TO %s', r.reader);
+               END LOOP;
+               IF live.owner <> current_user THEN
+                 EXECUTE format('ALTER SCHEMA {BUILD_SCHEMA} OWNER TO %s', live.owner);
+                 FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = '{BUILD_SCHEMA}' LOOP
+                   EXECUTE format('ALTER TABLE {BUILD_SCHEMA}.%I OWNER TO %s', r.tablename, live.owner);
+                 END LOOP;
+               END IF;
+             END $$;"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::raw_sql(&format!(
         "DROP TABLE {BUILD_SCHEMA}.rebuild_progress;
          {retire_live}

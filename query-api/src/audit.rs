@@ -162,6 +162,7 @@ impl RequestAudit {
                 purpose_of_use: c.purpose_of_use.clone(),
                 outcome,
                 client_ip: c.client_ip.clone(),
+                forwarded_for: c.forwarded_for.clone(),
                 user_agent: c.user_agent.clone(),
                 request_id: c.request_id.clone(),
                 service: self.log.service.clone(),

@@ -122,7 +122,7 @@ pub async fn run(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 13] = [
     "occurred_at",
     "actor_id",
     "actor_role",
@@ -132,11 +132,13 @@ const COLUMNS: [&str; 11] = [
     "purpose_of_use",
     "outcome",
     "client_ip",
+    "forwarded_for",
+    "user_agent",
     "request_id",
     "detail",
 ];
 
-fn row(a: &PhiAccessed) -> [String; 11] {
+fn row(a: &PhiAccessed) -> [String; 13] {
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
     [
         a.occurred_at
@@ -149,16 +151,27 @@ fn row(a: &PhiAccessed) -> [String; 11] {
         a.purpose_of_use.clone(),
         text(&serde_json::to_value(a.outcome).unwrap_or_default()),
         a.client_ip.clone().unwrap_or_default(),
+        a.forwarded_for.clone().unwrap_or_default(),
+        a.user_agent.clone().unwrap_or_default(),
         a.request_id.clone(),
         a.detail.clone().unwrap_or_default(),
     ]
 }
 
+/// One CSV cell (RFC 4180 quoting). A cell a spreadsheet would run as a formula (starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return; OWASP's CSV injection advice) is
+/// prefixed with `'`, so an attacker-chosen user agent or detail cannot run in an auditor's
+/// spreadsheet.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -183,7 +196,7 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
             }
         }
         Format::Table => {
-            let rows: Vec<[String; 11]> = accesses.iter().map(row).collect();
+            let rows: Vec<[String; 13]> = accesses.iter().map(row).collect();
             let mut widths = COLUMNS.map(str::len);
             for r in &rows {
                 for (w, f) in widths.iter_mut().zip(r) {
@@ -212,4 +225,21 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_quoting_still_holds() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("TREAT"), "TREAT");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field(""), "");
+    }
 }

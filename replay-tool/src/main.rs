@@ -3,9 +3,11 @@
 //! - `replay-tool audit --patient <id>` prints who accessed a patient's record, oldest first.
 //! - `replay-tool bootstrap` creates the documented topics and registers the Avro schemas.
 //! - `replay-tool rebuild --projection <name>` rebuilds a read model from the event store.
+//! - `replay-tool provision-postgres` creates the services' PostgreSQL roles and databases.
 
 mod audit;
 mod bootstrap;
+mod provision;
 mod rebuild;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,8 @@ enum Command {
     Bootstrap(bootstrap::BootstrapArgs),
     /// Rebuild a read model from the event store into a fresh schema and swap it in.
     Rebuild(rebuild::RebuildArgs),
+    /// Create the services' least-privileged PostgreSQL roles and their databases.
+    ProvisionPostgres(provision::ProvisionArgs),
 }
 
 #[tokio::main]
@@ -50,5 +54,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(&cli.kafka, args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.kafka, args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
+        Command::ProvisionPostgres(args) => provision::run(args).await,
     }
 }

@@ -31,6 +31,7 @@ pub const SCHEMAS: &[TopicSchema] = &[
     schema!("healthcare.observation.created", 1),
     schema!("healthcare.medication.prescribed", 1),
     schema!("healthcare.audit.phi_access", 1),
+    schema!("healthcare.audit.phi_access", 2),
 ];
 
 /// Every released version of `topic`, oldest first.

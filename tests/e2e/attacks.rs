@@ -262,6 +262,7 @@ async fn a_spoofed_forwarded_for_is_recorded_but_is_not_the_client_address() {
             &[
                 ("X-Request-Id", &request_id),
                 ("X-Forwarded-For", "6.6.6.6"),
+                ("User-Agent", "=HYPERLINK(\"http://evil.example\")"),
             ],
             PATIENT_QUERY,
             serde_json::json!({"id": id}),
@@ -286,6 +287,20 @@ async fn a_spoofed_forwarded_for_is_recorded_but_is_not_the_client_address() {
     };
     assert_eq!(access["client_ip"], "127.0.0.1", "{access}");
     assert_eq!(access["forwarded_for"], "6.6.6.6", "{access}");
+    assert_eq!(
+        access["user_agent"], "=HYPERLINK(\"http://evil.example\")",
+        "{access}"
+    );
+
+    // The auditors' CSV export does not hand the attacker's user agent to a spreadsheet as a
+    // formula.
+    let csv = stack.replay_tool(&["audit", "--patient", &id, "--format", "csv"]);
+    let line = csv
+        .lines()
+        .find(|l| l.contains(&request_id))
+        .expect("the access is in the export");
+    assert!(!line.contains(",=") && !line.contains(",\"="), "{line}");
+    assert!(line.contains("'=HYPERLINK"), "{line}");
 }
 
 #[tokio::test]
@@ -403,4 +418,52 @@ async fn answers_are_not_cached_or_sniffed() {
     assert_eq!(status, 200);
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn the_query_api_role_cannot_write_a_read_model() {
+    use platform::provision::Service;
+    let stack = Stack::start().await;
+    let created = stack.register(&ada()).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let _ = read_until_visible(&stack, &id, "dr-hopper").await;
+
+    // Exactly what the query API connects as.
+    let url = Databases::as_role(&stack.databases.patient, Service::Query);
+    let mut reader = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the query role may connect");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM read_model.patients WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_one(&mut reader)
+        .await
+        .expect("the query role may read");
+    assert_eq!(seen, 1);
+    for write in [
+        format!("UPDATE read_model.patients SET family_name = 'Mallory' WHERE id = '{id}'"),
+        "DELETE FROM read_model.patients".to_string(),
+        "INSERT INTO read_model.patients (id) VALUES (gen_random_uuid())".to_string(),
+        "CREATE TABLE read_model.stolen (x int)".to_string(),
+        "CREATE TABLE public.stolen (x int)".to_string(),
+        "DROP TABLE read_model.patients".to_string(),
+    ] {
+        let error = sqlx::raw_sql(&write)
+            .execute(&mut reader)
+            .await
+            .expect_err(&write);
+        let code = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.to_string());
+        // 42501 insufficient_privilege (42P01 would mean the test is wrong).
+        assert!(matches!(code.as_deref(), Some("42501")), "{write}: {error}");
+    }
+    // Nor may it reach the event store.
+    let events = Databases::as_role(&stack.databases.event_store, Service::Query);
+    assert!(
+        <sqlx::PgConnection as sqlx::Connection>::connect(&events)
+            .await
+            .is_err(),
+        "the query role connected to the event store"
+    );
 }

@@ -191,8 +191,15 @@ async fn idempotency_keys_replay_the_first_answer_and_racing_retries_write_once(
 
     // Keys belong to their user: another user's same key is another command.
     let other_admin = token(Role::Admin, "front-desk-2", None);
+    // (Their patient has an identifier of its own: identifiers are unique across patients.)
     let (s, _, theirs) = stack
-        .command(Method::POST, "/v1/patients", Some(&other_admin), &key, body)
+        .command(
+            Method::POST,
+            "/v1/patients",
+            Some(&other_admin),
+            &key,
+            ada().to_string().into_bytes(),
+        )
         .await;
     assert_eq!(s, 201);
     assert_ne!(theirs["id"], first["id"]);

@@ -107,7 +107,13 @@ async fn snapshot(read_model: &PgPool, ids: &[Uuid]) -> (serde_json::Value, serd
 #[tokio::test]
 async fn a_projector_killed_at_random_moments_ends_identical_to_a_clean_rebuild() {
     let stack = Stack::start().await;
-    let mut crashy = Projector::start("patient", &stack.cluster, &stack.log_dir).await;
+    let mut crashy = Projector::start_with(
+        "patient",
+        &stack.cluster,
+        &stack.log_dir,
+        Some(&stack.databases.event_store),
+    )
+    .await;
     let writing = AtomicBool::new(true);
     let crashes = AtomicUsize::new(0);
     let writer = async {

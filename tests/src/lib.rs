@@ -194,7 +194,41 @@ pub struct Databases {
     pub patient: String,
 }
 
+/// The password of the test stacks' service roles (`hp_test_command`, ...).
+pub const TEST_ROLE_PASSWORD: &str = "hptestrolepassword0123456789";
+
 impl Databases {
+    fn name(url: &str) -> String {
+        url.rsplit('/').next().unwrap_or_default().to_string()
+    }
+
+    /// Creates (or re-grants) the databases with their owners and the service roles, as the
+    /// local stack does: each service then connects as its own least-privileged role.
+    pub async fn provision(&self) {
+        let plan = platform::provision::Plan {
+            prefix: "hp_test".into(),
+            event_store: Databases::name(&self.event_store),
+            read_models: vec![Databases::name(&self.patient)],
+            registry: None,
+        };
+        platform::provision::provision(&postgres_server(), &plan, |_| {
+            TEST_ROLE_PASSWORD.to_string()
+        })
+        .await
+        .expect("the test databases and roles are provisioned");
+    }
+
+    /// `url` with the credentials of `service`'s role.
+    pub fn as_role(url: &str, service: platform::provision::Service) -> String {
+        let plan = platform::provision::Plan {
+            prefix: "hp_test".into(),
+            event_store: String::new(),
+            read_models: vec![],
+            registry: None,
+        };
+        platform::provision::url_for(url, &plan.role(service), TEST_ROLE_PASSWORD)
+    }
+
     /// Fresh, uniquely named databases (created by the services on start).
     pub fn fresh() -> Databases {
         let id = Uuid::new_v4().simple().to_string();
@@ -247,6 +281,9 @@ impl Stack {
             ),
         ];
         kafka.extend(extra.iter().cloned());
+        databases.provision().await;
+        use platform::provision::Service;
+        let role = Databases::as_role;
         let (command_port, projector_port, query_port) = (free_port(), free_port(), free_port());
         let mut command = Process::spawn(
             "command-api",
@@ -255,7 +292,7 @@ impl Stack {
                 "--listen",
                 &format!("127.0.0.1:{command_port}"),
                 "--database-url",
-                &databases.event_store,
+                &role(&databases.event_store, Service::Command),
             ],
             &kafka,
             &log_dir,
@@ -269,9 +306,9 @@ impl Stack {
                 "--listen",
                 &format!("127.0.0.1:{projector_port}"),
                 "--database-url",
-                &databases.patient,
+                &role(&databases.patient, Service::Projector),
                 "--event-store-url",
-                &databases.event_store,
+                &role(&databases.event_store, Service::Projector),
             ],
             &kafka,
             &log_dir,
@@ -296,7 +333,7 @@ impl Stack {
                 "--listen",
                 &format!("127.0.0.1:{query_port}"),
                 "--patient-database-url",
-                &databases.patient,
+                &role(&databases.patient, Service::Query),
             ],
             &kafka,
             &log_dir,
@@ -737,10 +774,21 @@ pub struct Projector {
 impl Projector {
     /// Starts `projection` (e.g. `patient`) on a fresh database and waits until it is ready.
     pub async fn start(projection: &str, cluster: &Cluster, log_dir: &Path) -> Projector {
+        Projector::start_with(projection, cluster, log_dir, None).await
+    }
+
+    /// Like `start`, rebuilding from `event_store` when its offsets turn out to be outside
+    /// the log.
+    pub async fn start_with(
+        projection: &str,
+        cluster: &Cluster,
+        log_dir: &Path,
+        event_store: Option<&str>,
+    ) -> Projector {
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("{}/hp_test_{}_{projection}", postgres_server(), &id[..12]);
         let port = free_port();
-        let args = vec![
+        let mut args = vec![
             "--projection".to_string(),
             projection.to_string(),
             "--database-url".to_string(),
@@ -748,6 +796,9 @@ impl Projector {
             "--listen".to_string(),
             format!("127.0.0.1:{port}"),
         ];
+        if let Some(event_store) = event_store {
+            args.extend(["--event-store-url".to_string(), event_store.to_string()]);
+        }
         let envs = vec![
             ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
             (

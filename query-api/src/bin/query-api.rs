@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let consistency =
         Arc::new(ConsistencySigner::from_env().context("consistency-token configuration")?);
     let proxies = TrustedProxies::from_env().map_err(anyhow::Error::msg)?;
-    let pool = platform::db::connect_schema(
+    let pool = platform::db::connect_reader(
         &args.patient_database_url,
         platform::db::READ_MODEL_SCHEMA,
         16,
