@@ -177,19 +177,19 @@ impl RelayHealth {
         let stalled = self.stalled();
         let state = self.state.lock().expect("relay health poisoned");
         let idle_for = state.last_progress.elapsed().as_secs();
+        // The broker's error text and the held event's reason go to the log, not to whoever
+        // can reach the health endpoint.
         if stalled {
             return Err(format!(
                 "outbox relay stalled: {} events waiting, none published for {idle_for} s \
-                 ({} failed batches in a row; last error: {})",
-                state.depth,
-                state.consecutive_failures,
-                state.last_error.as_deref().unwrap_or("none")
+                 ({} failed batches in a row; the command-api log has the broker's error)",
+                state.depth, state.consecutive_failures,
             ));
         }
-        if let Some((aggregate, reason)) = &state.held_example {
+        if let Some((aggregate, _)) = &state.held_example {
             return Err(format!(
                 "outbox relay holds back the events of {} aggregate(s) it cannot publish \
-                 (e.g. {aggregate}: {reason})",
+                 (e.g. {aggregate}; the command-api log has the reason)",
                 state.held_count
             ));
         }

@@ -14,6 +14,7 @@ pub mod examples;
 pub mod medication;
 pub mod observation;
 pub mod patient;
+pub mod typed;
 
 pub use consistency::ConsistencyToken;
 pub use envelope::{Actor, Envelope, EventRecord, Role};

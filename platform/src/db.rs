@@ -9,6 +9,19 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::redact_url;
 
+/// `error` for a log line. PostgreSQL quotes the offending value in a data exception
+/// (SQLSTATE class 22, e.g. `invalid input syntax for type date: "..."`), which may be PHI:
+/// those are logged by their code only.
+pub fn loggable(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => format!(
+            "data exception (SQLSTATE {}; the value is not logged)",
+            db.code().unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// One schema change, applied once, in version order, in its own transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {

@@ -98,7 +98,7 @@ impl Projection for AuditProjection {
             .enumerate()
             .filter(|(_, r)| r.topic == AUDIT_PHI_ACCESS)
         {
-            match serde_json::from_value::<PhiAccessed>(record.json.clone()) {
+            match events::typed::from_value::<PhiAccessed>(&record.json) {
                 Ok(a) => rows.push(AccessRow {
                     event_id: a.event_id,
                     occurred_at: a.occurred_at,

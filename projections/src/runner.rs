@@ -147,6 +147,21 @@ pub async fn lock_shared(conn: &mut PgConnection, projection: &str) -> Result<()
         .map(|_| ())
 }
 
+/// `error` for a log line, with a PostgreSQL data exception (which quotes the value, maybe
+/// PHI) reduced to its code.
+fn loggable(error: &anyhow::Error) -> String {
+    match error.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()) {
+        Some(db) => error
+            .chain()
+            .take_while(|c| c.downcast_ref::<sqlx::Error>().is_none())
+            .map(ToString::to_string)
+            .chain([platform::db::loggable(db)])
+            .collect::<Vec<_>>()
+            .join(": "),
+        None => format!("{error:#}"),
+    }
+}
+
 /// Stores the next offsets of the partitions a batch touched, each with the fingerprint of the
 /// record before it (`None`: nothing read yet, as after a reset to the log start).
 pub async fn store_offsets(
@@ -341,7 +356,7 @@ pub async fn run<P: Projection>(
                 // 1 s, doubling to at most 30 s while the failure repeats.
                 let wait =
                     Duration::from_secs(1 << (failures - 1).min(5)).min(Duration::from_secs(30));
-                tracing::warn!(projection = projection.name(), error = %format!("{e:#}"), consecutive_failures = failures, retry_in_s = wait.as_secs(), "projector session failed; restarting from stored offsets");
+                tracing::warn!(projection = projection.name(), error = %loggable(&e), consecutive_failures = failures, retry_in_s = wait.as_secs(), "projector session failed; restarting from stored offsets");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => break Ok(()),

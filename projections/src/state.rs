@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use events::Envelope;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -30,7 +30,8 @@ pub struct IncomingEvent {
 
 impl IncomingEvent {
     pub fn from_record(topic: &str, record: serde_json::Value) -> Result<Self, String> {
-        let envelope = Envelope::deserialize(&record).map_err(|e| format!("bad envelope: {e}"))?;
+        let envelope: Envelope =
+            events::typed::from_value(&record).map_err(|e| format!("bad envelope: {e}"))?;
         Ok(IncomingEvent {
             topic: topic.to_string(),
             envelope,
@@ -40,7 +41,8 @@ impl IncomingEvent {
 
     /// The event's own fields, typed.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, String> {
-        T::deserialize(&self.record).map_err(|e| format!("{}: {e}", self.envelope.event_type))
+        events::typed::from_value(&self.record)
+            .map_err(|e| format!("{}: {e}", self.envelope.event_type))
     }
 }
 

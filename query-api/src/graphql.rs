@@ -58,13 +58,14 @@ fn unavailable(e: sqlx::Error) -> async_graphql::Error {
             "BAD_USER_INPUT",
         );
     }
-    tracing::error!(error = %e, "read model unavailable");
+    tracing::error!(error = %platform::db::loggable(&e), "read model unavailable");
     coded("the read model is unavailable; retry later", "UNAVAILABLE")
 }
 
-fn audit_failed(reason: String) -> async_graphql::Error {
+/// The reason (a broker or registry error) is in the audit writer's log, not in the answer.
+fn audit_failed(_reason: String) -> async_graphql::Error {
     coded(
-        format!("the access could not be audited, so no patient data is returned ({reason})"),
+        "the access could not be audited, so no patient data is returned; retry later",
         "AUDIT_UNAVAILABLE",
     )
 }

@@ -119,6 +119,6 @@ impl EventCodec {
     /// Decodes a record value into a Rust event type.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: Option<&[u8]>) -> Result<T, CodecError> {
         let decoded = self.decode_json(bytes).await?;
-        serde_json::from_value(decoded).map_err(|e| CodecError::Undecodable(e.to_string()))
+        events::typed::from_value(&decoded).map_err(CodecError::Undecodable)
     }
 }

@@ -365,7 +365,7 @@ pub(crate) fn store_unavailable(e: sqlx::Error) -> Problem {
             "contains a value that cannot be stored",
         )]);
     }
-    tracing::error!(error = %e, "event store unavailable");
+    tracing::error!(error = %platform::db::loggable(&e), "event store unavailable");
     Problem::unavailable("the event store is unavailable; retry later")
 }
 

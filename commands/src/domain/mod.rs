@@ -88,7 +88,7 @@ pub(crate) fn to_payload<T: serde::Serialize>(value: &T) -> serde_json::Value {
 pub(crate) fn from_payload<T: serde::de::DeserializeOwned>(
     payload: serde_json::Value,
 ) -> Result<T, String> {
-    serde_json::from_value(payload).map_err(|e| e.to_string())
+    events::typed::from_value(&payload)
 }
 
 /// Implements `AggregateEvent` for an enum whose variants wrap published payload types.

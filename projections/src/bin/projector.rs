@@ -75,10 +75,10 @@ async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
                 if let Some(problem) = problem {
                     return Err(problem);
                 }
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| format!("postgres: {e}"))?;
+                sqlx::query("SELECT 1").execute(&pool).await.map_err(|e| {
+                    tracing::warn!(error = %e, "readiness: PostgreSQL does not answer");
+                    "postgres unavailable".to_string()
+                })?;
                 let total: i64 = lag.values().sum();
                 let partitions: serde_json::Map<String, serde_json::Value> = lag
                     .iter()
