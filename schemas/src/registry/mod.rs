@@ -1,7 +1,8 @@
 //! The local schema registry: the Confluent Schema Registry REST API (the subset Healthplane
 //! and standard clients use) over a durable PostgreSQL store, with Confluent's status codes
-//! and `{"error_code", "message"}` bodies.
+//! and `{"error_code", "message"}` bodies. Writes need HTTP Basic credentials (`auth`).
 
+pub mod auth;
 pub mod store;
 
 use std::sync::Arc;
@@ -28,8 +29,22 @@ struct AppState {
     rejections: Counter,
 }
 
-/// The REST API over `store`, with `/health/*` and `/metrics` merged in.
-pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyCheck) -> Router {
+/// The REST API over `store`, with `/health/*` and `/metrics` merged in. Only `users` may
+/// change the registry; reads stay open.
+pub fn router(
+    store: Store,
+    users: auth::Users,
+    metrics: Arc<Metrics>,
+    ready: platform::http::ReadyCheck,
+) -> Router {
+    let guard = auth::Guard {
+        users,
+        refused: metrics.register(
+            "schema_registry_refused_writes",
+            "Registry writes refused for missing or wrong credentials",
+            Counter::default(),
+        ),
+    };
     let state = AppState {
         store,
         registrations: metrics.register(
@@ -81,6 +96,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyC
                 .delete(delete_subject_config),
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .merge(platform::http::ops_router(metrics, ready))
         .fallback(|| async { RegistryError::new(404, 404, "HTTP 404 Not Found") })
 }
