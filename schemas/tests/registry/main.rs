@@ -1,8 +1,9 @@
 //! The schema registry's REST API, called over HTTP: Confluent's status codes, error codes and
-//! bodies for registration, reads, lookup, compatibility, configuration and deletes; and who
-//! may write.
+//! bodies for registration, reads, lookup, compatibility, configuration and deletes; who may
+//! write; and the encoder's use of it.
 
 mod auth;
+mod encoder;
 
 use std::sync::Arc;
 
