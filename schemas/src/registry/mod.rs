@@ -152,12 +152,27 @@ type Answer = Result<Response, RegistryError>;
 /// `?deleted=true` (include soft-deleted) and `?permanent=true` (hard delete).
 #[derive(Debug, Default, Deserialize)]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
+}
+
+/// A boolean query parameter in any case, as Confluent's registry reads it: Python's client
+/// sends `deleted=False`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if text.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected true or false, found `{text}`"
+        )))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,7 +394,7 @@ async fn delete_subject_config(
 
 #[derive(Debug, Deserialize)]
 struct ConfigQuery {
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
     default_to_global: bool,
 }
 

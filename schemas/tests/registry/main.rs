@@ -426,3 +426,26 @@ async fn unknown_routes_answer_in_the_registry_format() {
     let (status, body) = r.get("/no/such/route").await;
     assert_eq!((status, error_code(&body)), (404, 404));
 }
+
+#[tokio::test]
+async fn boolean_query_flags_are_read_in_any_case_as_pythons_client_sends_them() {
+    let r = spawn_registry().await;
+    r.post("/subjects/a-value/versions", v1()).await;
+    let (status, found) = r
+        .post("/subjects/a-value?normalize=False&deleted=False", v1())
+        .await;
+    assert_eq!((status, found["id"].clone()), (200, json!(1)));
+    assert_eq!(
+        r.get("/config/a-value?defaultToGlobal=True").await,
+        (200, json!({"compatibilityLevel": "BACKWARD"}))
+    );
+    assert_eq!(r.delete("/subjects/a-value").await, (200, json!([1])));
+    assert_eq!(
+        r.get("/subjects?deleted=TRUE").await,
+        (200, json!(["a-value"]))
+    );
+    assert_eq!(
+        r.delete("/subjects/a-value?permanent=True").await,
+        (200, json!([1]))
+    );
+}
