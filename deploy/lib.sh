@@ -99,14 +99,18 @@ build_binaries() {
   (cd "$HP_ROOT" && cargo build --workspace --bins --quiet "${profile[@]}")
 }
 
-# Starts a throwaway tansu broker (memory storage) and schema registry (fresh database) on free
-# ports, creates the topics and schemas, and exports HEALTHPLANE_TEST_* for the test harness.
-# Stops them and drops the hp_test_* databases on exit. $1 names the run (test, bench).
+# Starts a throwaway tansu broker (memory storage) and schema registry (fresh database, one
+# user with a random password) on free ports, creates the topics and schemas, and exports
+# HEALTHPLANE_TEST_* for the test harness (HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO is the
+# registry's user:password). Stops them and drops the hp_test_* databases on exit.
+# $1 names the run (test, bench).
 start_throwaway_cluster() {
   RUN=$(mktemp -d -t "healthplane-$1.XXXXXX")
   KAFKA_PORT=$(free_port)
   REGISTRY_PORT=$(free_port)
   REGISTRY_DB=hp_test_registry_$(date +%s)_$$
+  local registry_user_info
+  registry_user_info=healthplane-test:$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   CLUSTER_PIDS=()
   trap stop_throwaway_cluster EXIT
 
@@ -119,17 +123,20 @@ start_throwaway_cluster() {
   log "starting a throwaway schema registry on :$REGISTRY_PORT"
   HEALTHPLANE_SCHEMA_REGISTRY_LISTEN=127.0.0.1:$REGISTRY_PORT \
   HEALTHPLANE_SCHEMA_REGISTRY_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/$REGISTRY_DB \
+  HEALTHPLANE_SCHEMA_REGISTRY_USERS=$registry_user_info \
     "$HP_BIN/schema-registry" >"$RUN/registry.log" 2>&1 &
   CLUSTER_PIDS+=($!)
   wait_http "http://127.0.0.1:$REGISTRY_PORT/health/ready" 60 || { cat "$RUN/registry.log"; die "the registry did not start"; }
 
   export HEALTHPLANE_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
   export HEALTHPLANE_TEST_SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+  export HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO=$registry_user_info
   export HEALTHPLANE_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432
   HEALTHPLANE_TANSU_BIN=$(command -v tansu)
   export HEALTHPLANE_TANSU_BIN
   export HEALTHPLANE_PYTHON=$HP_VENV/bin/python
   HEALTHPLANE_KAFKA_BROKERS=$HEALTHPLANE_TEST_KAFKA_BROKERS HEALTHPLANE_SCHEMA_REGISTRY_URL=$HEALTHPLANE_TEST_SCHEMA_REGISTRY_URL \
+  HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO=$HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO \
     "$HP_BIN/replay-tool" bootstrap >/dev/null
 }
 

@@ -20,6 +20,16 @@ if [ -z "${HEALTHPLANE_JWT_SECRET:-}${HEALTHPLANE_JWT_PUBLIC_KEY_PEM:-}" ]; then
   export HEALTHPLANE_DEV_MODE=1
   log "development mode: tokens are verified with the PUBLIC development secret (set HEALTHPLANE_JWT_SECRET to use your own)"
 fi
+# Registry writes need credentials: HEALTHPLANE_SCHEMA_REGISTRY_USERS (user:password,...) if
+# set, else in development mode the PUBLIC development credential. Bootstrap registers as
+# HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO, by default the first of those users.
+if [ -n "${HEALTHPLANE_SCHEMA_REGISTRY_USERS:-}" ]; then
+  export HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO=${HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO:-${HEALTHPLANE_SCHEMA_REGISTRY_USERS%%,*}}
+elif [ "${HEALTHPLANE_DEV_MODE:-}" = 1 ] || [ "${HEALTHPLANE_DEV_MODE:-}" = true ]; then
+  log "development mode: registry writes accept the PUBLIC development credential (set HEALTHPLANE_SCHEMA_REGISTRY_USERS to use your own)"
+else
+  die "a token key is configured but no registry users: set HEALTHPLANE_SCHEMA_REGISTRY_USERS=user:password (passwords of at least 16 bytes)"
+fi
 
 # Consistency tokens are sealed with a key of this stack's own, kept with its data.
 mkdir -p "$DATA/secrets" && chmod 700 "$DATA/secrets"

@@ -1,6 +1,7 @@
 //! `replay-tool bootstrap`: creates the documented topics with their partitions and retention,
 //! the projections' dead-letter topics, and registers every Avro schema with its
 //! compatibility level. Safe to run again: nothing that exists is changed.
+//! Registering needs the registry credential in `HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO`.
 
 use events::catalog::CATALOG;
 use platform::config::KafkaArgs;
@@ -24,6 +25,8 @@ const DLQ_TOPICS: [events::catalog::TopicSpec; 6] = [
 ];
 
 pub async fn run(kafka: &KafkaArgs, args: BootstrapArgs) -> anyhow::Result<()> {
+    // Before creating anything: without a credential the schemas could not be registered.
+    let credentials = schemas::client::UserInfo::from_env()?;
     let topics: Vec<_> = CATALOG.iter().chain(DLQ_TOPICS.iter()).copied().collect();
     for (name, outcome) in ensure_topics(&kafka.kafka_brokers, &topics, args.replication).await? {
         let spec = topics.iter().find(|t| t.name == name);
@@ -38,7 +41,9 @@ pub async fn run(kafka: &KafkaArgs, args: BootstrapArgs) -> anyhow::Result<()> {
             );
         }
     }
-    for registered in schemas::client::register_all(&kafka.schema_registry_url).await? {
+    for registered in
+        schemas::client::register_all(&kafka.schema_registry_url, &credentials).await?
+    {
         println!(
             "schema {} v{} -> id {}",
             registered.subject, registered.version, registered.id

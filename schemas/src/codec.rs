@@ -1,14 +1,24 @@
-//! The Confluent wire format (magic byte 0, 4-byte schema id, Avro binary) for topic records,
-//! through `schema_registry_converter`, with schemas resolved in the registry by subject
-//! (`<topic>-value`, TopicNameStrategy) when writing and by id when reading.
+//! The Confluent wire format (magic byte 0, 4-byte schema id, Avro binary) for topic records.
+//!
+//! Writing uses the schema compiled into Healthplane (the newest version of the topic in
+//! [`crate::catalog`]), whose id is found by content (`POST /subjects/<topic>-value`, the
+//! Confluent lookup; it registers nothing): whatever else is registered under the subject,
+//! what we write is what our code and its contract tests know. Reading resolves the writer's
+//! schema by id through `schema_registry_converter`.
 
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use apache_avro::writer::datum::GenericDatumWriter;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::catalog::{self, TopicSchema};
 use crate::json_avro::{avro_to_json, json_to_avro};
 
 /// Why a record could not be encoded or decoded.
@@ -40,9 +50,19 @@ fn registry_error(e: SRCError, otherwise: fn(String) -> CodecError) -> CodecErro
     }
 }
 
+/// The schema a topic's records are written with: the compiled one, and its registry id.
+#[derive(Debug)]
+struct WriterSchema {
+    id: u32,
+    schema: Schema,
+}
+
 /// Encodes and decodes topic record values. Cheap to share; caches schemas.
 pub struct EventCodec {
-    encoder: AvroEncoder,
+    registry_url: String,
+    http: reqwest::Client,
+    /// Topic -> the compiled schema and its id; only successful lookups are kept.
+    writers: RwLock<HashMap<String, Arc<WriterSchema>>>,
     decoder: AvroDecoder,
 }
 
@@ -52,46 +72,110 @@ impl std::fmt::Debug for EventCodec {
     }
 }
 
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 impl EventCodec {
     pub fn new(registry_url: &str) -> Self {
-        let settings = || {
-            SrSettings::new_builder(registry_url.trim_end_matches('/').to_string())
-                .set_timeout(std::time::Duration::from_secs(10))
+        let registry_url = registry_url.trim_end_matches('/').to_string();
+        let settings = SrSettings::new_builder(registry_url.clone())
+            .set_timeout(TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("a reqwest client without TLS always builds");
+        EventCodec {
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
                 .no_proxy()
                 .build()
-                .expect("a reqwest client without TLS always builds")
-        };
-        EventCodec {
-            encoder: AvroEncoder::new(settings()),
-            decoder: AvroDecoder::new(settings()),
+                .expect("a reqwest client without TLS always builds"),
+            registry_url,
+            writers: RwLock::new(HashMap::new()),
+            decoder: AvroDecoder::new(settings),
         }
     }
 
-    /// Encodes a record given as JSON with the latest schema registered for `topic`.
+    /// Encodes a record given as JSON with the schema compiled into Healthplane for `topic`
+    /// (never the registry's latest version). A record with a field the schema lacks, or
+    /// without one it requires, does not fit.
     pub async fn encode_json(
         &self,
         topic: &str,
         record: &serde_json::Value,
     ) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false);
+        let writer = self.writer_schema(topic).await?;
         let subject = events::catalog::value_subject(topic);
-        let schema = match self
-            .encoder
-            .get_schema_and_id(&subject, strategy.clone())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                self.encoder.remove_errors_from_cache();
-                return Err(registry_error(e, CodecError::DoesNotFitSchema));
-            }
-        };
-        let value = json_to_avro(record, &schema.parsed)
+        let value = json_to_avro(record, &writer.schema)
             .map_err(|e| CodecError::DoesNotFitSchema(format!("{subject}: {e}")))?;
-        self.encoder
-            .encode_value(value, &strategy)
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&writer.id.to_be_bytes());
+        GenericDatumWriter::builder(&writer.schema)
+            .build()
+            .and_then(|w| w.write_value(&mut bytes, value))
+            .map_err(|e| CodecError::DoesNotFitSchema(format!("{subject}: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// The compiled schema of `topic` and its id in the registry, looked up once.
+    async fn writer_schema(&self, topic: &str) -> Result<Arc<WriterSchema>, CodecError> {
+        if let Some(found) = self
+            .writers
+            .read()
+            .expect("schema cache poisoned")
+            .get(topic)
+        {
+            return Ok(found.clone());
+        }
+        let compiled = catalog::latest(topic).ok_or_else(|| {
+            CodecError::DoesNotFitSchema(format!("no schema is compiled in for topic {topic}"))
+        })?;
+        let schema = Schema::parse_str(compiled.avsc).map_err(|e| {
+            CodecError::DoesNotFitSchema(format!("{topic} v{}: {e}", compiled.version))
+        })?;
+        let id = self.lookup_id(compiled).await?;
+        let found = Arc::new(WriterSchema { id, schema });
+        self.writers
+            .write()
+            .expect("schema cache poisoned")
+            .insert(topic.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The id of `compiled` under its subject, by content (the Confluent lookup).
+    async fn lookup_id(&self, compiled: &TopicSchema) -> Result<u32, CodecError> {
+        let subject = events::catalog::value_subject(compiled.topic);
+        let version = compiled.version;
+        let unavailable =
+            |e: String| CodecError::RegistryUnavailable(format!("looking up {subject}: {e}"));
+        let response = self
+            .http
+            .post(format!("{}/subjects/{subject}", self.registry_url))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": compiled.avsc }))
+            .send()
             .await
-            .map_err(|e| registry_error(e, CodecError::DoesNotFitSchema))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let code = body["error_code"].as_i64();
+        let message = body["message"].as_str().unwrap_or_default();
+        if status.is_success() {
+            return body["id"]
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| unavailable(format!("an answer without an id ({status})")));
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(unavailable(format!("{status}: {message}")));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND && matches!(code, Some(40401 | 40403)) {
+            return Err(CodecError::DoesNotFitSchema(format!(
+                "{subject} v{version}, the schema compiled into Healthplane, is not registered \
+                 ({message}); `replay-tool bootstrap` registers it"
+            )));
+        }
+        Err(CodecError::DoesNotFitSchema(format!(
+            "looking up {subject} v{version}: the registry answered {status}: {message}"
+        )))
     }
 
     /// Encodes any serializable record (`EventRecord<P>`, `PhiAccessed`, ...).

@@ -240,8 +240,15 @@ mod tests {
         assert!(old_reader.get("preferred_language").is_none());
         assert_eq!(old_reader["name"]["family"], "Lovelace");
 
-        // A reader on v2 decodes data written with v1: the new field takes its default.
-        let new_reader = encode_decode(&record, &v1, Some(&v2));
+        // A reader on v2 decodes data written with v1 (by a producer that knew no
+        // `preferred_language`: v1 refuses a record carrying it): the new field takes its default.
+        let mut v1_record = record.clone();
+        v1_record
+            .as_object_mut()
+            .unwrap()
+            .remove("preferred_language");
+        assert!(json_to_avro(&record, &v1).is_err_and(|e| e.path == "$.preferred_language"));
+        let new_reader = encode_decode(&v1_record, &v1, Some(&v2));
         assert_eq!(new_reader["preferred_language"], Json::Null);
         let typed_v1: EventRecord<PatientCreated> = serde_json::from_value(new_reader).unwrap();
         assert_eq!(typed_v1.payload.demographics.preferred_language, None);

@@ -3,6 +3,10 @@
 //! The Rust event types serialize to JSON (dates as `YYYY-MM-DD`, instants as RFC 3339); the
 //! schema says how each field is written in Avro (`date`, `timestamp-micros`, `uuid`, enums,
 //! nullable unions). Converting through the schema keeps both representations exact.
+//!
+//! A JSON member the record schema does not have is an error, at any depth: dropping it
+//! silently would let a record be written without what its producer meant to say (an audit
+//! event whose schema lost `actor` must not be acknowledged without one).
 
 use std::collections::HashMap;
 
@@ -132,14 +136,22 @@ fn convert(
                 .collect::<Result<_, ConversionError>>()?,
         ),
         Schema::Union(u) => {
-            let mut last = None;
+            // When no variant fits, the error that got deepest into the value says most.
+            let mut deepest: Option<ConversionError> = None;
             for (i, variant) in u.variants().iter().enumerate() {
                 match convert(json, variant, names, path) {
                     Ok(v) => return Ok(Value::Union(i as u32, Box::new(v))),
-                    Err(e) => last = Some(e),
+                    Err(e) => {
+                        if deepest
+                            .as_ref()
+                            .is_none_or(|d| e.path.len() >= d.path.len())
+                        {
+                            deepest = Some(e);
+                        }
+                    }
                 }
             }
-            return Err(last.unwrap_or_else(|| err(path, "empty union")));
+            return Err(deepest.unwrap_or_else(|| err(path, "empty union")));
         }
         Schema::Record(r) => record(json, r, names, path)?,
         Schema::Ref { name } => {
@@ -161,6 +173,15 @@ fn record(
     let object = json
         .as_object()
         .ok_or_else(|| err(path, format!("expected an object for {}", r.name)))?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !r.fields.iter().any(|f| &f.name == *k))
+    {
+        return Err(err(
+            &format!("{path}.{unknown}"),
+            format!("{} has no such field", r.name),
+        ));
+    }
     let fields = r
         .fields
         .iter()
@@ -250,4 +271,82 @@ pub fn avro_to_json(value: &Value) -> Json {
 fn rfc3339(t: Option<DateTime<Utc>>) -> Json {
     t.map(|t| Json::String(t.to_rfc3339_opts(SecondsFormat::Micros, true)))
         .unwrap_or(Json::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::parse(&json!({
+            "type": "record", "name": "Access", "namespace": "test",
+            "fields": [
+                {"name": "id", "type": "string"},
+                {"name": "actor", "type": {"type": "record", "name": "Actor", "fields": [
+                    {"name": "id", "type": "string"}]}},
+                {"name": "place", "type": ["null", {"type": "record", "name": "Place", "fields": [
+                    {"name": "city", "type": "string"}]}], "default": null},
+                {"name": "others", "type": {"type": "array", "items": "Actor"}},
+                {"name": "labels", "type": {"type": "map", "values": "string"}}
+            ]
+        }))
+        .expect("valid schema")
+    }
+
+    fn record() -> Json {
+        json!({
+            "id": "a-1", "actor": {"id": "dr-hopper"}, "place": {"city": "London"},
+            "others": [{"id": "nurse-1"}, {"id": "nurse-2"}], "labels": {"any key": "is fine"}
+        })
+    }
+
+    #[test]
+    fn a_record_with_the_schemas_fields_converts() {
+        let value = json_to_avro(&record(), &schema()).expect("fits");
+        assert_eq!(avro_to_json(&value), record());
+        // Optional fields may be left out: they take their default.
+        let mut without_place = record();
+        without_place.as_object_mut().unwrap().remove("place");
+        assert!(json_to_avro(&without_place, &schema()).is_ok());
+    }
+
+    #[test]
+    fn a_field_the_schema_lacks_is_refused_at_any_depth_naming_the_path_not_the_value() {
+        let secret = "Ada Lovelace, SSN 123-45-6789";
+        for (at, expected_path) in [
+            ("", "$.patient"),
+            ("/actor", "$.actor.patient"),
+            ("/place", "$.place.patient"),
+            ("/others/1", "$.others[1].patient"),
+        ] {
+            let mut hostile = record();
+            hostile
+                .pointer_mut(at)
+                .and_then(Json::as_object_mut)
+                .unwrap()
+                .insert("patient".into(), json!(secret));
+            let e = json_to_avro(&hostile, &schema()).expect_err(at);
+            assert_eq!(e.path, expected_path, "{e}");
+            assert!(e.message.contains("no such field"), "{e}");
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_schema_that_lost_a_required_field_refuses_records_that_carry_it() {
+        // A registry-side schema without `actor`: the record is refused, not written without it.
+        let without_actor = Schema::parse(&json!({
+            "type": "record", "name": "Access", "namespace": "test",
+            "fields": [{"name": "id", "type": "string"}]
+        }))
+        .unwrap();
+        let e = json_to_avro(
+            &json!({"id": "a-1", "actor": {"id": "dr-hopper"}}),
+            &without_actor,
+        )
+        .expect_err("actor is not in the schema");
+        assert_eq!(e.path, "$.actor");
+    }
 }

@@ -119,11 +119,16 @@ async fn the_registry_holds_every_topic_and_refuses_a_breaking_patient_schema() 
         false
     );
 
+    // As a user who may write: the refusal is the compatibility rule's, not the credentials'.
+    let user_info = std::env::var("HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO")
+        .expect("HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO: run ./deploy/test.sh");
+    let (user, password) = user_info.split_once(':').expect("user:password");
     let response = http
         .post(format!(
             "{}/subjects/{subject}/versions",
             cluster.registry_url
         ))
+        .basic_auth(user, Some(password))
         .header("Content-Type", "application/vnd.schemaregistry.v1+json")
         .json(&body)
         .send()

@@ -9,6 +9,7 @@ mod fuzz;
 mod log_reset;
 mod outage;
 mod projections;
+mod registry_auth;
 mod relay_backlog;
 mod restart;
 mod security;

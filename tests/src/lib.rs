@@ -603,6 +603,16 @@ pub struct OwnCluster {
 }
 
 impl OwnCluster {
+    /// The registry's only user (`HEALTHPLANE_SCHEMA_REGISTRY_USERS`), who bootstraps.
+    pub const REGISTRY_USER: &'static str = "healthplane-test";
+    /// Its password.
+    pub const REGISTRY_PASSWORD: &'static str = "own-cluster-registry-password";
+
+    /// `user:password`, as `HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO` takes it.
+    pub fn registry_user_info() -> String {
+        format!("{}:{}", Self::REGISTRY_USER, Self::REGISTRY_PASSWORD)
+    }
+
     /// Starts both and bootstraps topics and schemas; returns the lines bootstrap printed.
     pub async fn start() -> (OwnCluster, Vec<String>) {
         OwnCluster::start_on("sqlite://tansu.db").await
@@ -716,7 +726,10 @@ impl OwnCluster {
             "schema-registry",
             &bin_dir().join("schema-registry"),
             &["--listen", &listen, "--database-url", &self.registry_db],
-            &[],
+            &[(
+                "HEALTHPLANE_SCHEMA_REGISTRY_USERS",
+                Self::registry_user_info(),
+            )],
             &self.dir,
         );
         wait_ready(
@@ -735,9 +748,27 @@ impl OwnCluster {
         }
     }
 
-    /// Runs `replay-tool bootstrap`; returns the lines it printed.
+    /// Runs `replay-tool bootstrap` as the registry's user; returns the lines it printed.
     pub fn bootstrap(&self) -> Vec<String> {
-        let out = replay_tool(&self.cluster, &["bootstrap"]);
+        let output = Command::new(bin_dir().join("replay-tool"))
+            .arg("bootstrap")
+            .env("HEALTHPLANE_KAFKA_BROKERS", &self.cluster.brokers)
+            .env(
+                "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+                &self.cluster.registry_url,
+            )
+            .env(
+                "HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO",
+                Self::registry_user_info(),
+            )
+            .output()
+            .expect("replay-tool runs");
+        assert!(
+            output.status.success(),
+            "replay-tool bootstrap failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let out = String::from_utf8(output.stdout).expect("utf-8 output");
         assert!(
             out.lines().filter(|l| l.starts_with("topic")).count() >= 9,
             "{out}"

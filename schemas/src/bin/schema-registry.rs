@@ -1,11 +1,15 @@
 //! `schema-registry`: the local Confluent-compatible schema registry (REST on :8081).
+//!
+//! Writes need HTTP Basic credentials from `HEALTHPLANE_SCHEMA_REGISTRY_USERS`; without it the
+//! registry refuses to start (with `HEALTHPLANE_DEV_MODE=1` it accepts the public development
+//! credential instead).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
 use platform::metrics::Metrics;
-use schemas::registry::{self, store::Store};
+use schemas::registry::{self, auth::Users, store::Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,11 +36,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("schema-registry");
     let args = Args::parse();
+    // Before anything else: a registry anyone could write to must not start.
+    let users = Users::from_env().map_err(anyhow::Error::msg)?;
+    tracing::info!(?users, "registry writes need HTTP Basic credentials");
     let pool = platform::db::connect(&args.database_url, 8).await?;
     platform::db::migrate(&pool, "schema-registry", registry::store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = platform::http::postgres_ready(pool.clone());
-    let app = registry::router(Store::new(pool), metrics, ready);
+    let app = registry::router(Store::new(pool), users, metrics, ready);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "schema registry listening");
     platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await

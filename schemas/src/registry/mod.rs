@@ -1,7 +1,8 @@
 //! The local schema registry: the Confluent Schema Registry REST API (the subset Healthplane
 //! and standard clients use) over a durable PostgreSQL store, with Confluent's status codes
-//! and `{"error_code", "message"}` bodies.
+//! and `{"error_code", "message"}` bodies. Writes need HTTP Basic credentials (`auth`).
 
+pub mod auth;
 pub mod store;
 
 use std::sync::Arc;
@@ -28,8 +29,22 @@ struct AppState {
     rejections: Counter,
 }
 
-/// The REST API over `store`, with `/health/*` and `/metrics` merged in.
-pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyCheck) -> Router {
+/// The REST API over `store`, with `/health/*` and `/metrics` merged in. Only `users` may
+/// change the registry; reads stay open.
+pub fn router(
+    store: Store,
+    users: auth::Users,
+    metrics: Arc<Metrics>,
+    ready: platform::http::ReadyCheck,
+) -> Router {
+    let guard = auth::Guard {
+        users,
+        refused: metrics.register(
+            "schema_registry_refused_writes",
+            "Registry writes refused for missing or wrong credentials",
+            Counter::default(),
+        ),
+    };
     let state = AppState {
         store,
         registrations: metrics.register(
@@ -81,6 +96,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>, ready: platform::http::ReadyC
                 .delete(delete_subject_config),
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .merge(platform::http::ops_router(metrics, ready))
         .fallback(|| async { RegistryError::new(404, 404, "HTTP 404 Not Found") })
 }
@@ -136,12 +152,27 @@ type Answer = Result<Response, RegistryError>;
 /// `?deleted=true` (include soft-deleted) and `?permanent=true` (hard delete).
 #[derive(Debug, Default, Deserialize)]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
+}
+
+/// A boolean query parameter in any case, as Confluent's registry reads it: Python's client
+/// sends `deleted=False`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if text.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected true or false, found `{text}`"
+        )))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,7 +394,7 @@ async fn delete_subject_config(
 
 #[derive(Debug, Deserialize)]
 struct ConfigQuery {
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
     default_to_global: bool,
 }
 

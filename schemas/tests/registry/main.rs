@@ -1,18 +1,29 @@
 //! The schema registry's REST API, called over HTTP: Confluent's status codes, error codes and
-//! bodies for registration, reads, lookup, compatibility, configuration and deletes.
+//! bodies for registration, reads, lookup, compatibility, configuration and deletes; who may
+//! write; and the encoder's use of it.
+
+mod auth;
+mod encoder;
 
 use std::sync::Arc;
 
 use platform::metrics::Metrics;
-use schemas::registry::{self, store::Store};
+use schemas::registry::{self, auth::Users, store::Store};
 use serde_json::{Value as Json, json};
 
+/// The registry's users in these tests.
+const USER: &str = "ci";
+const PASSWORD: &str = "ci-password-0123456789";
+
+#[derive(Clone)]
 struct Registry {
     url: String,
     http: reqwest::Client,
+    /// Sent with every request when set.
+    credentials: Option<(String, String)>,
 }
 
-/// Starts the registry on a free port with a fresh database.
+/// Starts the registry on a free port with a fresh database; the helper writes as `USER`.
 async fn spawn_registry() -> Registry {
     let server = std::env::var("HEALTHPLANE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| platform::config::DEFAULT_POSTGRES_URL.into());
@@ -25,6 +36,7 @@ async fn spawn_registry() -> Registry {
         .expect("migrations");
     let app = registry::router(
         Store::new(pool.clone()),
+        Users::parse(&format!("{USER}:{PASSWORD},other:other-password-0123")).unwrap(),
         Arc::new(Metrics::default()),
         platform::http::postgres_ready(pool),
     );
@@ -34,12 +46,34 @@ async fn spawn_registry() -> Registry {
     Registry {
         url,
         http: reqwest::Client::new(),
+        credentials: Some((USER.into(), PASSWORD.into())),
     }
 }
 
 impl Registry {
+    /// The same registry, called without credentials.
+    fn anonymous(&self) -> Registry {
+        self.as_user(None)
+    }
+
+    /// The same registry, called with `credentials`.
+    fn as_user(&self, credentials: Option<(&str, &str)>) -> Registry {
+        Registry {
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Json>) -> (u16, Json) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/vnd.schemaregistry.v1+json")
@@ -391,4 +425,27 @@ async fn unknown_routes_answer_in_the_registry_format() {
     let r = spawn_registry().await;
     let (status, body) = r.get("/no/such/route").await;
     assert_eq!((status, error_code(&body)), (404, 404));
+}
+
+#[tokio::test]
+async fn boolean_query_flags_are_read_in_any_case_as_pythons_client_sends_them() {
+    let r = spawn_registry().await;
+    r.post("/subjects/a-value/versions", v1()).await;
+    let (status, found) = r
+        .post("/subjects/a-value?normalize=False&deleted=False", v1())
+        .await;
+    assert_eq!((status, found["id"].clone()), (200, json!(1)));
+    assert_eq!(
+        r.get("/config/a-value?defaultToGlobal=True").await,
+        (200, json!({"compatibilityLevel": "BACKWARD"}))
+    );
+    assert_eq!(r.delete("/subjects/a-value").await, (200, json!([1])));
+    assert_eq!(
+        r.get("/subjects?deleted=TRUE").await,
+        (200, json!(["a-value"]))
+    );
+    assert_eq!(
+        r.delete("/subjects/a-value?permanent=True").await,
+        (200, json!([1]))
+    );
 }
