@@ -118,9 +118,13 @@ pub struct StoredEvent {
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// 409: another writer got there first; carries the stream's current version.
-    #[error("version conflict: the aggregate is at version {current}")]
-    Conflict { current: i64 },
+    /// 409: another writer got there first; names the stream (an append may span several)
+    /// and carries its current version.
+    #[error("version conflict: the {aggregate_type} is at version {current}")]
+    Conflict {
+        aggregate_type: &'static str,
+        current: i64,
+    },
     /// The same idempotency key was committed by a concurrent request: replay its response.
     #[error("the request was already processed")]
     AlreadyProcessed,
@@ -465,6 +469,7 @@ impl EventStore {
                 {
                     drop(tx);
                     return Err(AppendError::Conflict {
+                        aggregate_type: stream.aggregate_type,
                         current: self.version(stream.aggregate_id).await?,
                     });
                 }

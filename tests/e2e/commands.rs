@@ -870,3 +870,122 @@ async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() 
     );
     assert_eq!(event_count(&stack).await, before + 2);
 }
+
+/// Rule: a version conflict names the aggregate that moved, whichever command hit it.
+#[tokio::test]
+async fn a_version_conflict_names_the_aggregate_that_moved() {
+    let stack = Stack::start().await;
+    let admin = token(Role::Admin, "front-desk", None);
+    let doc = token(Role::Practitioner, "dr-hopper", None);
+    let patient = id(&stack.register(&ada()).await);
+    let stale = [("If-Match", "\"7\"")];
+
+    let (s, body) = send(
+        &stack,
+        Method::PATCH,
+        &format!("/v1/patients/{patient}"),
+        &admin,
+        &stale,
+        &json!({"gender": "other"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the patient is at version 1"),
+        "{body}"
+    );
+
+    let (_, appointment) = send(
+        &stack,
+        Method::POST,
+        "/v1/appointments",
+        &admin,
+        &[],
+        &schedule_body(&patient, 24, 25),
+    )
+    .await;
+    let cancel = format!("/v1/appointments/{}/cancel", id(&appointment));
+    let (s, body) = send(
+        &stack,
+        Method::POST,
+        &cancel,
+        &admin,
+        &stale,
+        &json!({"reason": "patient"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the appointment is at version 1"),
+        "{body}"
+    );
+
+    let (_, encounter) = send(
+        &stack,
+        Method::POST,
+        "/v1/encounters",
+        &doc,
+        &[],
+        &encounter_body(&patient, None),
+    )
+    .await;
+    let complete = format!("/v1/encounters/{}/complete", id(&encounter));
+    let (s, body) = send(
+        &stack,
+        Method::POST,
+        &complete,
+        &doc,
+        &stale,
+        &json!({"dischargeDisposition": "home"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the encounter is at version 1"),
+        "{body}"
+    );
+
+    // Encounters started from one appointment race for it: the new encounter streams never
+    // conflict, the appointment's does, and the answer says so.
+    let appointment = id(&appointment);
+    let racing = (0..12).map(|_| {
+        let (stack, doc, appointment, patient) = (&stack, &doc, &appointment, &patient);
+        async move {
+            send(
+                stack,
+                Method::POST,
+                "/v1/encounters",
+                doc,
+                &[],
+                &encounter_body(patient, Some(appointment)),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(racing).await;
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    for (s, body) in &answers {
+        if *s == 409 {
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the appointment is at version"),
+                "{body}"
+            );
+        }
+    }
+}

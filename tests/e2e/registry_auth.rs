@@ -40,6 +40,8 @@ def run(op):
         return client.get_compatibility(subject)
     if op == "versions":
         return client.get_versions(subject)
+    if op == "test-compatibility-verbose":
+        return client.test_compatibility(subject, schema(True), verbose=True)
     if op == "delete":
         return client.delete_subject(subject)
     if op == "delete-permanent":
@@ -142,6 +144,7 @@ async fn the_python_client_changes_the_registry_only_with_basic_auth_user_info()
             "versions",
             "register-v2",
             "delete",
+            "test-compatibility-verbose",
         ],
     );
     assert_eq!(anonymous[0]["ok"], id, "{anonymous:?}");
@@ -149,6 +152,9 @@ async fn the_python_client_changes_the_registry_only_with_basic_auth_user_info()
     assert_eq!(anonymous[2]["ok"], json!([1]), "{anonymous:?}");
     assert_unauthorized(&anonymous[3], "register_schema without credentials");
     assert_unauthorized(&anonymous[4], "delete_subject without credentials");
+    // The client's compatibility dry run sends `verbose=True` (Python's spelling): it is a
+    // read, and an added optional field is compatible.
+    assert_eq!(anonymous[5]["ok"], true, "{anonymous:?}");
 
     // Leave the shared registry as it was.
     let cleanup = python(

@@ -553,7 +553,10 @@ impl<A: Aggregate> Execution<'_, A> {
             .await
         {
             Ok(()) => Ok(response.into_response()),
-            Err(AppendError::Conflict { current }) => Err(conflict(A::TYPE, current)),
+            Err(AppendError::Conflict {
+                aggregate_type,
+                current,
+            }) => Err(conflict(aggregate_type, current)),
             Err(AppendError::AlreadyProcessed) => {
                 // A concurrent request with the same key committed first: answer as it did.
                 let (key, hash) = meta
