@@ -29,14 +29,81 @@ pub fn postgres_server() -> String {
         .unwrap_or_else(|_| platform::config::DEFAULT_POSTGRES_URL.into())
 }
 
-/// The directory holding the workspace's binaries (next to the test executable).
+/// The directory holding the workspace's binaries (next to the test executable), checked
+/// once to hold binaries built from the current source: a test of a stale build tests old
+/// code, so it fails at once and says how to build.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("deps dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
+    static CHECKED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let mut dir = exe.parent().expect("deps dir").to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            check_fresh(&dir).map(|()| dir)
+        })
+        .clone()
+        .unwrap_or_else(|stale| panic!("{stale}"))
+}
+
+/// Each binary and the workspace crates it is built from (beside `events`, `platform`,
+/// `schemas`, which all of them use).
+const BINARIES: [(&str, &[&str]); 6] = [
+    ("command-api", &["commands"]),
+    ("projector", &["projections"]),
+    ("query-api", &["query-api"]),
+    ("schema-registry", &[]),
+    ("replay-tool", &["projections", "replay-tool"]),
+    ("mint-token", &[]),
+];
+
+/// `Err` naming the first binary older than the newest source file it is built from.
+fn check_fresh(bin_dir: &Path) -> Result<(), String> {
+    fn newest(path: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                newest(&entry.path(), best);
+            }
+        } else if let Ok(modified) = meta.modified()
+            && best.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            *best = Some((modified, path.to_path_buf()));
+        }
     }
-    dir
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (binary, crates) in BINARIES {
+        let mut source = None;
+        for dir in ["events", "platform", "schemas"].iter().chain(crates) {
+            newest(&root.join(dir).join("src"), &mut source);
+            newest(&root.join(dir).join("Cargo.toml"), &mut source);
+        }
+        newest(&root.join("schemas/avro"), &mut source);
+        let Some((source_time, source_file)) = source else {
+            continue;
+        };
+        let path = bin_dir.join(binary);
+        let built = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|_| {
+                format!(
+                    "{} is missing: run ./deploy/test.sh (or `cargo build --workspace --bins`)",
+                    path.display()
+                )
+            })?;
+        if built < source_time {
+            return Err(format!(
+                "{} is older than {}: the tests would run a stale build; run ./deploy/test.sh \
+                 (or `cargo build --workspace --bins`) first",
+                path.display(),
+                source_file.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A free TCP port on loopback.
