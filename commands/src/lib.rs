@@ -5,4 +5,5 @@
 pub mod api;
 pub mod domain;
 pub mod relay;
-pub mod store;
+/// The event store, its outbox and idempotency keys live in the `event-store` crate.
+pub use event_store as store;

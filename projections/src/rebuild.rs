@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use platform::db::READ_MODEL_SCHEMA;
-use sqlx::postgres::PgRow;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use std::collections::HashMap;
@@ -62,73 +61,14 @@ pub struct Report {
     pub seconds: f64,
 }
 
-const RECORD_COLUMNS: &str =
-    "e.global_position, o.topic, e.event_id, e.event_type, e.aggregate_id, e.aggregate_version,
-    e.occurred_at, e.correlation_id, e.causation_id, e.actor_id, e.actor_role, e.payload";
-
-/// The topic record an event store row was published as (envelope and event fields).
-fn record(row: &PgRow) -> Result<(i64, Record), sqlx::Error> {
-    let occurred_at: chrono::DateTime<chrono::Utc> = row.try_get("occurred_at")?;
-    let mut json = serde_json::json!({
-        "event_id": row.try_get::<Uuid, _>("event_id")?,
-        "event_type": row.try_get::<String, _>("event_type")?,
-        "aggregate_id": row.try_get::<Uuid, _>("aggregate_id")?,
-        "aggregate_version": row.try_get::<i64, _>("aggregate_version")?,
-        "occurred_at": occurred_at,
-        "correlation_id": row.try_get::<String, _>("correlation_id")?,
-        "causation_id": row.try_get::<Option<String>, _>("causation_id")?,
-        "actor": {"id": row.try_get::<String, _>("actor_id")?, "role": row.try_get::<String, _>("actor_role")?},
-    });
-    if let (Some(record), serde_json::Value::Object(fields)) =
-        (json.as_object_mut(), row.try_get("payload")?)
-    {
-        record.extend(fields);
-    }
-    Ok((
-        row.try_get("global_position")?,
-        Record {
-            topic: row.try_get("topic")?,
-            json,
-        },
-    ))
-}
-
-async fn events_after(
-    events: &PgPool,
-    topics: &[&str],
-    after: i64,
-    limit: i64,
-) -> Result<Vec<(i64, Record)>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {RECORD_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
-         WHERE o.topic = ANY($1) AND e.global_position > $2 ORDER BY e.global_position LIMIT $3"
-    ))
-    .bind(topics)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(events)
-    .await?
-    .iter()
-    .map(record)
-    .collect()
-}
-
-async fn streams_of(
-    events: &PgPool,
-    topics: &[&str],
-    ids: &[Uuid],
-) -> Result<Vec<Record>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {RECORD_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
-         WHERE o.topic = ANY($1) AND e.aggregate_id = ANY($2) ORDER BY e.global_position"
-    ))
-    .bind(topics)
-    .bind(ids)
-    .fetch_all(events)
-    .await?
-    .iter()
-    .map(|row| record(row).map(|(_, r)| r))
-    .collect()
+fn records(events: Vec<event_store::PublishedEvent>) -> Vec<Record> {
+    events
+        .into_iter()
+        .map(|e| Record {
+            json: e.record(),
+            topic: e.topic,
+        })
+        .collect()
 }
 
 /// Rebuilds `projection` from the event store and swaps it in; `progress` is called after each batch.
@@ -179,21 +119,18 @@ pub async fn rebuild<P: Projection>(
             .fetch_one(&build)
             .await?;
     let events = platform::db::connect(&options.event_store_url, 2).await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events e JOIN outbox o ON o.event_id = e.event_id WHERE o.topic = ANY($1)",
-    )
-    .bind(topics)
-    .fetch_one(&events)
-    .await
-    .context("cannot read the event store")?;
+    let total = event_store::count_published(&events, topics)
+        .await
+        .context("cannot read the event store")?;
     let started = Instant::now();
     let mut done = resumed_at as u64;
     loop {
-        let batch = events_after(&events, topics, position, options.batch_size).await?;
-        let Some(&(last, _)) = batch.last() else {
+        let batch =
+            event_store::published_after(&events, topics, position, options.batch_size).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        let records: Vec<Record> = batch.into_iter().map(|(_, r)| r).collect();
+        let records = records(batch);
         let mut tx = build.begin().await?;
         projection.apply(&mut tx, &records).await?;
         done += records.len() as u64;
@@ -254,11 +191,11 @@ async fn swap<P: Projection>(
     // Events that committed late, behind the last position built.
     let mut after = (position - CATCH_UP_WINDOW).max(0);
     loop {
-        let batch = events_after(events, topics, after, 5_000).await?;
-        let Some(&(last, _)) = batch.last() else {
+        let batch = event_store::published_after(events, topics, after, 5_000).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        let records: Vec<Record> = batch.into_iter().map(|(_, r)| r).collect();
+        let records = records(batch);
         projection.apply(&mut tx, &records).await?;
         after = last;
     }
@@ -270,7 +207,7 @@ async fn swap<P: Projection>(
     .fetch_all(&mut *tx)
     .await?;
     if !waiting.is_empty() {
-        let records = streams_of(events, topics, &waiting).await?;
+        let records = records(event_store::published_streams(events, topics, &waiting).await?);
         projection.apply(&mut tx, &records).await?;
     }
     let live_schema: bool =

@@ -46,45 +46,13 @@ async fn store(
     records: &[(&'static str, Uuid, serde_json::Value)],
 ) -> anyhow::Result<()> {
     let pool = platform::db::connect(events_url, 2).await?;
-    platform::db::migrate(&pool, "event-store", commands::store::MIGRATIONS).await?;
+    platform::db::migrate(&pool, "event-store", event_store::MIGRATIONS).await?;
     for chunk in records.chunks(5_000) {
-        let rows: Vec<serde_json::Value> = chunk
+        let chunk: Vec<(&str, serde_json::Value)> = chunk
             .iter()
-            .map(|(topic, id, r)| {
-                let mut payload = r.clone();
-                let object = payload.as_object_mut().expect("records are objects");
-                for key in ["event_id", "event_type", "aggregate_id", "aggregate_version", "occurred_at", "correlation_id", "causation_id", "actor"] {
-                    object.remove(key);
-                }
-                serde_json::json!({
-                    "event_id": r["event_id"], "aggregate_type": "bench", "aggregate_id": id,
-                    "aggregate_version": r["aggregate_version"], "event_type": r["event_type"], "payload": payload,
-                    "occurred_at": r["occurred_at"], "correlation_id": r["correlation_id"],
-                    "actor_id": r["actor"]["id"], "actor_role": r["actor"]["role"], "topic": topic,
-                })
-            })
+            .map(|(topic, _, r)| (*topic, r.clone()))
             .collect();
-        let rows = serde_json::Value::Array(rows);
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload,
-                                 occurred_at, correlation_id, actor_id, actor_role)
-             SELECT (r->>'event_id')::uuid, r->>'aggregate_type', (r->>'aggregate_id')::uuid,
-                    (r->>'aggregate_version')::bigint, r->>'event_type', r->'payload', (r->>'occurred_at')::timestamptz,
-                    r->>'correlation_id', r->>'actor_id', r->>'actor_role'
-             FROM jsonb_array_elements($1) r",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO outbox (event_id, aggregate_id, topic, published_at)
-             SELECT (r->>'event_id')::uuid, (r->>'aggregate_id')::uuid, r->>'topic', now() FROM jsonb_array_elements($1) r",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        event_store::import_published(&pool, "bench", &chunk).await?;
     }
     Ok(())
 }

@@ -317,34 +317,27 @@ fn replay(app: &AppState, stored: StoredResponse, request_hash: &str) -> Result<
         ));
     }
     app.replayed.inc();
-    let mut response = stored.into_response();
+    let mut response = respond(stored);
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     Ok(response)
 }
 
-impl IntoResponse for StoredResponse {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, axum::Json(self.body)).into_response();
-        let headers = response.headers_mut();
-        if let Some(etag) = self
-            .etag
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            headers.insert(header::ETAG, etag);
+/// The HTTP answer a stored (or fresh) command response stands for.
+fn respond(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(stored.body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::ETAG, stored.etag.as_deref()),
+        (header::LOCATION, stored.location.as_deref()),
+    ] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
         }
-        if let Some(location) = self
-            .location
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            headers.insert(header::LOCATION, location);
-        }
-        response
     }
+    response
 }
 
 /// Parses the typed body into a valid command, or a 422 with every failing field.
@@ -552,7 +545,7 @@ impl<A: Aggregate> Execution<'_, A> {
             .append(&streams, meta.traceparent.as_deref(), stored.as_ref())
             .await
         {
-            Ok(()) => Ok(response.into_response()),
+            Ok(()) => Ok(respond(response)),
             Err(AppendError::Conflict {
                 aggregate_type,
                 current,

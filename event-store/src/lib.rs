@@ -1,6 +1,10 @@
 //! The Postgres event store, the system of record: one stream per aggregate with optimistic
-//! concurrency on `(aggregate_id, aggregate_version)`, and the transactional outbox that the
-//! relay publishes from.
+//! concurrency on `(aggregate_id, aggregate_version)`, the transactional outbox that the
+//! relay publishes from, idempotency keys and unique patient identifiers, and the reads a
+//! rebuild needs (every published event in order).
+//!
+//! **Invariant:** this crate is the only code that names the `events`, `outbox`,
+//! `idempotency_keys` and `patient_identifiers` tables.
 
 use std::collections::{HashMap, HashSet};
 
@@ -572,4 +576,153 @@ mod tests {
         // Time-ordered ids (v7, as the command API makes) still use every bucket.
         assert_eq!(used.len(), RELAY_LOCK_BUCKETS as usize);
     }
+}
+
+/// An event as it was published: its place in the store, its topic and the event.
+#[derive(Debug, Clone)]
+pub struct PublishedEvent {
+    pub position: i64,
+    pub topic: String,
+    pub event: StoredEvent,
+}
+
+impl PublishedEvent {
+    /// The topic record it was published as: the envelope's fields and the event's own.
+    pub fn record(&self) -> serde_json::Value {
+        let e = &self.event.envelope;
+        let mut json = serde_json::json!({
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "aggregate_id": e.aggregate_id,
+            "aggregate_version": e.aggregate_version,
+            "occurred_at": e.occurred_at,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "actor": {"id": e.actor.id, "role": e.actor.role.as_str()},
+        });
+        if let (Some(record), serde_json::Value::Object(fields)) =
+            (json.as_object_mut(), &self.event.payload)
+        {
+            record.extend(fields.clone());
+        }
+        json
+    }
+}
+
+fn published(row: &PgRow) -> Result<PublishedEvent, sqlx::Error> {
+    Ok(PublishedEvent {
+        position: row.try_get("global_position")?,
+        topic: row.try_get("topic")?,
+        event: stored_event(row)?,
+    })
+}
+
+/// Events on `topics` after store position `after`, in position order, at most `limit`.
+pub async fn published_after(
+    pool: &PgPool,
+    topics: &[&str],
+    after: i64,
+    limit: i64,
+) -> Result<Vec<PublishedEvent>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT e.global_position, o.topic, {EVENT_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
+         WHERE o.topic = ANY($1) AND e.global_position > $2 ORDER BY e.global_position LIMIT $3"
+    ))
+    .bind(topics)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(published)
+    .collect()
+}
+
+/// Every event on `topics` of the aggregates `ids`, in position order.
+pub async fn published_streams(
+    pool: &PgPool,
+    topics: &[&str],
+    ids: &[Uuid],
+) -> Result<Vec<PublishedEvent>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT e.global_position, o.topic, {EVENT_COLUMNS} FROM events e JOIN outbox o ON o.event_id = e.event_id
+         WHERE o.topic = ANY($1) AND e.aggregate_id = ANY($2) ORDER BY e.global_position"
+    ))
+    .bind(topics)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(published)
+    .collect()
+}
+
+/// How many events there are on `topics`.
+pub async fn count_published(pool: &PgPool, topics: &[&str]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events e JOIN outbox o ON o.event_id = e.event_id WHERE o.topic = ANY($1)",
+    )
+    .bind(topics)
+    .fetch_one(pool)
+    .await
+}
+
+/// Imports records that were already published elsewhere (topic, record as on the topic) as
+/// events of `aggregate_type` with published outbox rows, in one transaction: for loading a
+/// store in bulk (benchmarks, migrations from another system), not for commands.
+pub async fn import_published(
+    pool: &PgPool,
+    aggregate_type: &str,
+    records: &[(&str, serde_json::Value)],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(topic, r)| {
+            let mut payload = r.clone();
+            if let Some(object) = payload.as_object_mut() {
+                for key in [
+                    "event_id",
+                    "event_type",
+                    "aggregate_id",
+                    "aggregate_version",
+                    "occurred_at",
+                    "correlation_id",
+                    "causation_id",
+                    "actor",
+                ] {
+                    object.remove(key);
+                }
+            }
+            serde_json::json!({
+                "event_id": r["event_id"], "aggregate_id": r["aggregate_id"],
+                "aggregate_version": r["aggregate_version"], "event_type": r["event_type"], "payload": payload,
+                "occurred_at": r["occurred_at"], "correlation_id": r["correlation_id"],
+                "causation_id": r["causation_id"],
+                "actor_id": r["actor"]["id"], "actor_role": r["actor"]["role"], "topic": topic,
+            })
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows);
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload,
+                             occurred_at, correlation_id, causation_id, actor_id, actor_role)
+         SELECT (r->>'event_id')::uuid, $2, (r->>'aggregate_id')::uuid,
+                (r->>'aggregate_version')::bigint, r->>'event_type', r->'payload', (r->>'occurred_at')::timestamptz,
+                r->>'correlation_id', r->>'causation_id', r->>'actor_id', r->>'actor_role'
+         FROM jsonb_array_elements($1) r",
+    )
+    .bind(&rows)
+    .bind(aggregate_type)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_id, topic, published_at)
+         SELECT (r->>'event_id')::uuid, (r->>'aggregate_id')::uuid, r->>'topic', now()
+         FROM jsonb_array_elements($1) r",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
