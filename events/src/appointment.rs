@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::DomainEvent;
 use crate::catalog::{APPOINTMENT_CANCELLED, APPOINTMENT_SCHEDULED};
 use crate::clinical::Coding;
+use crate::{examples, registry};
 
 /// An appointment was booked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,25 @@ pub struct AppointmentScheduled {
 impl DomainEvent for AppointmentScheduled {
     const EVENT_TYPE: &'static str = "AppointmentScheduled";
     const TOPIC: &'static str = APPOINTMENT_SCHEDULED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::Appointment;
+    fn example() -> registry::Example<Self> {
+        registry::Example {
+            version: 1,
+            actor: examples::admin(),
+            payload: AppointmentScheduled {
+                patient_id: examples::EXAMPLE_PATIENT,
+                practitioner_id: "dr-hopper".into(),
+                start: examples::at(14, 0),
+                end: examples::at(14, 30),
+                service_type: Some(examples::coding(
+                    "http://snomed.info/sct",
+                    "11429006",
+                    "Consultation",
+                )),
+                description: Some("Follow-up on blood pressure".into()),
+            },
+        }
+    }
 }
 
 /// An appointment was cancelled.
@@ -37,4 +57,15 @@ pub struct AppointmentCancelled {
 impl DomainEvent for AppointmentCancelled {
     const EVENT_TYPE: &'static str = "AppointmentCancelled";
     const TOPIC: &'static str = APPOINTMENT_CANCELLED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::Appointment;
+    fn example() -> registry::Example<Self> {
+        registry::Example {
+            version: 2,
+            actor: examples::admin(),
+            payload: AppointmentCancelled {
+                patient_id: examples::EXAMPLE_PATIENT,
+                reason: "patient".into(),
+            },
+        }
+    }
 }

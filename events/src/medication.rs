@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::DomainEvent;
 use crate::catalog::MEDICATION_PRESCRIBED;
-use crate::clinical::{Coding, Quantity};
+use crate::clinical::{Coding, Quantity, RXNORM};
+use crate::{examples, registry};
 
 /// How the medication is to be taken (FHIR Dosage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,4 +51,35 @@ pub struct MedicationPrescribed {
 impl DomainEvent for MedicationPrescribed {
     const EVENT_TYPE: &'static str = "MedicationPrescribed";
     const TOPIC: &'static str = MEDICATION_PRESCRIBED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::MedicationRequest;
+    fn example() -> registry::Example<Self> {
+        registry::Example {
+            version: 1,
+            actor: examples::practitioner(),
+            payload: MedicationPrescribed {
+                patient_id: examples::EXAMPLE_PATIENT,
+                encounter_id: Some(Uuid::from_u128(0x0190_a0e4_7000_7000_8000_0000_0000_0e01)),
+                medication: examples::coding(RXNORM, "314076", "lisinopril 10 MG Oral Tablet"),
+                status: "active".into(),
+                intent: "order".into(),
+                dosage: Some(Dosage {
+                    text: "10 mg once a day".into(),
+                    dose: Some(examples::ucum(10.0, "mg")),
+                    frequency: Some(1),
+                    period: Some(1.0),
+                    period_unit: Some("d".into()),
+                    route: Some(examples::coding(
+                        "http://snomed.info/sct",
+                        "26643006",
+                        "Oral route",
+                    )),
+                }),
+                dispense_quantity: Some(examples::ucum(30.0, "{tbl}")),
+                refills: Some(2),
+                authored_on: examples::at(14, 20),
+                requester_id: "dr-hopper".into(),
+                note: None,
+            },
+        }
+    }
 }

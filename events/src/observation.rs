@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::DomainEvent;
 use crate::catalog::OBSERVATION_CREATED;
-use crate::clinical::{Coding, Quantity};
+use crate::clinical::{Coding, LOINC, Quantity};
+use crate::{examples, registry};
 
 /// An observation was recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,4 +36,23 @@ pub struct ObservationCreated {
 impl DomainEvent for ObservationCreated {
     const EVENT_TYPE: &'static str = "ObservationCreated";
     const TOPIC: &'static str = OBSERVATION_CREATED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::Observation;
+    fn example() -> registry::Example<Self> {
+        registry::Example {
+            version: 1,
+            actor: examples::practitioner(),
+            payload: ObservationCreated {
+                patient_id: examples::EXAMPLE_PATIENT,
+                encounter_id: Some(Uuid::from_u128(0x0190_a0e4_7000_7000_8000_0000_0000_0e01)),
+                status: "final".into(),
+                category: "vital-signs".into(),
+                code: examples::coding(LOINC, "8867-4", "Heart rate"),
+                value_quantity: Some(examples::ucum(72.0, "/min")),
+                value_coding: None,
+                value_string: None,
+                effective_at: examples::at(14, 10),
+                performer_id: "dr-hopper".into(),
+            },
+        }
+    }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DomainEvent;
 use crate::catalog::{PATIENT_CREATED, PATIENT_UPDATED};
+use crate::{examples, registry};
 
 /// A business identifier, e.g. a national id: `system` is an absolute URI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,16 @@ pub struct PatientCreated {
 impl DomainEvent for PatientCreated {
     const EVENT_TYPE: &'static str = "PatientCreated";
     const TOPIC: &'static str = PATIENT_CREATED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::Patient;
+    fn example() -> registry::Example<Self> {
+        registry::Example {
+            version: 1,
+            actor: examples::admin(),
+            payload: PatientCreated {
+                demographics: examples::demographics(),
+            },
+        }
+    }
 }
 
 /// A patient's demographics changed. Carries the full demographics after the change, so a
@@ -107,4 +118,20 @@ pub struct PatientUpdated {
 impl DomainEvent for PatientUpdated {
     const EVENT_TYPE: &'static str = "PatientUpdated";
     const TOPIC: &'static str = PATIENT_UPDATED;
+    const AGGREGATE: registry::Aggregate = registry::Aggregate::Patient;
+    fn example() -> registry::Example<Self> {
+        let mut demographics = examples::demographics();
+        demographics.telecom.push(ContactPoint {
+            system: "email".into(),
+            value: "ada@example.org".into(),
+        });
+        registry::Example {
+            version: 2,
+            actor: examples::admin(),
+            payload: PatientUpdated {
+                demographics,
+                changed_fields: vec!["telecom".into()],
+            },
+        }
+    }
 }

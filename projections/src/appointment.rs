@@ -4,11 +4,9 @@
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::appointment::{AppointmentCancelled, AppointmentScheduled};
-use events::catalog::{
-    APPOINTMENT_CANCELLED, APPOINTMENT_SCHEDULED, PATIENT_CREATED, PATIENT_UPDATED,
-};
 use events::clinical::Coding;
 use events::patient::{PatientCreated, PatientUpdated};
+use events::registry::{EventKind, kind};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -83,9 +81,10 @@ impl StateModel for Appointments {
         "updated_at",
     ];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == APPOINTMENT_SCHEDULED || topic == APPOINTMENT_CANCELLED
-    }
+    const EVENTS: &'static [EventKind] = &[
+        kind::<AppointmentScheduled>(),
+        kind::<AppointmentCancelled>(),
+    ];
 
     fn fold(
         &self,
@@ -149,9 +148,7 @@ impl StateModel for PatientNames {
     const TABLE: &'static str = "patient_names";
     const COLUMNS: &'static [&'static str] = &["id", "version", "display_name"];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == PATIENT_CREATED || topic == PATIENT_UPDATED
-    }
+    const EVENTS: &'static [EventKind] = &[kind::<PatientCreated>(), kind::<PatientUpdated>()];
 
     fn fold(
         &self,
@@ -193,13 +190,12 @@ impl Projection for AppointmentProjection {
         "appointment_service"
     }
 
-    fn topics(&self) -> &'static [&'static str] {
-        &[
-            APPOINTMENT_SCHEDULED,
-            APPOINTMENT_CANCELLED,
-            PATIENT_CREATED,
-            PATIENT_UPDATED,
-        ]
+    fn topics(&self) -> Vec<&'static str> {
+        Appointments::EVENTS
+            .iter()
+            .chain(PatientNames::EVENTS)
+            .map(|k| k.topic)
+            .collect()
     }
 
     fn migrations(&self) -> &'static [Migration] {

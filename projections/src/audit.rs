@@ -74,8 +74,8 @@ impl Projection for AuditProjection {
         "audit_service"
     }
 
-    fn topics(&self) -> &'static [&'static str] {
-        &[AUDIT_PHI_ACCESS]
+    fn topics(&self) -> Vec<&'static str> {
+        vec![AUDIT_PHI_ACCESS]
     }
 
     fn migrations(&self) -> &'static [Migration] {

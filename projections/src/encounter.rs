@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
-use events::catalog::{ENCOUNTER_COMPLETED, ENCOUNTER_STARTED};
 use events::encounter::{EncounterCompleted, EncounterStarted};
+use events::registry::{EventKind, kind};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -70,9 +70,8 @@ impl StateModel for Encounters {
         "updated_at",
     ];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == ENCOUNTER_STARTED || topic == ENCOUNTER_COMPLETED
-    }
+    const EVENTS: &'static [EventKind] =
+        &[kind::<EncounterStarted>(), kind::<EncounterCompleted>()];
 
     fn fold(
         &self,
@@ -115,7 +114,6 @@ impl StateModel for Encounters {
 impl SingleModel for Encounters {
     const PROJECTION: &'static str = "encounter";
     const DATABASE: &'static str = "encounter_service";
-    const TOPICS: &'static [&'static str] = &[ENCOUNTER_STARTED, ENCOUNTER_COMPLETED];
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
 

@@ -2,9 +2,9 @@
 //! queryable by patient, code and time.
 
 use chrono::{DateTime, Utc};
-use events::catalog::OBSERVATION_CREATED;
 use events::clinical::Coding;
 use events::observation::ObservationCreated;
+use events::registry::{EventKind, kind};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -79,9 +79,7 @@ impl StateModel for Observations {
         "recorded_at",
     ];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == OBSERVATION_CREATED
-    }
+    const EVENTS: &'static [EventKind] = &[kind::<ObservationCreated>()];
 
     fn fold(
         &self,
@@ -111,7 +109,6 @@ impl StateModel for Observations {
 impl SingleModel for Observations {
     const PROJECTION: &'static str = "laboratory";
     const DATABASE: &'static str = "laboratory_service";
-    const TOPICS: &'static [&'static str] = &[OBSERVATION_CREATED];
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
 

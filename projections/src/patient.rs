@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::DomainEvent;
-use events::catalog::{PATIENT_CREATED, PATIENT_UPDATED};
 use events::patient::{
     Address, ContactPoint, Demographics, Identifier, PatientCreated, PatientUpdated,
 };
+use events::registry::{EventKind, kind};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -77,9 +77,7 @@ impl StateModel for Patients {
         "updated_at",
     ];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == PATIENT_CREATED || topic == PATIENT_UPDATED
-    }
+    const EVENTS: &'static [EventKind] = &[kind::<PatientCreated>(), kind::<PatientUpdated>()];
 
     fn fold(&self, row: Option<PatientRow>, event: &IncomingEvent) -> Result<PatientRow, String> {
         let demographics: Demographics = match event.envelope.event_type.as_str() {
@@ -123,7 +121,6 @@ impl StateModel for Patients {
 impl SingleModel for Patients {
     const PROJECTION: &'static str = "patient";
     const DATABASE: &'static str = "patient_service";
-    const TOPICS: &'static [&'static str] = &[PATIENT_CREATED, PATIENT_UPDATED];
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
 

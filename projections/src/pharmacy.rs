@@ -1,9 +1,9 @@
 //! The `pharmacy_service` read model: medication requests.
 
 use chrono::{DateTime, Utc};
-use events::catalog::MEDICATION_PRESCRIBED;
 use events::clinical::Quantity;
 use events::medication::{Dosage, MedicationPrescribed};
+use events::registry::{EventKind, kind};
 use platform::db::Migration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -74,9 +74,7 @@ impl StateModel for MedicationRequests {
         "note",
     ];
 
-    fn accepts(&self, topic: &str) -> bool {
-        topic == MEDICATION_PRESCRIBED
-    }
+    const EVENTS: &'static [EventKind] = &[kind::<MedicationPrescribed>()];
 
     fn fold(
         &self,
@@ -105,7 +103,6 @@ impl StateModel for MedicationRequests {
 impl SingleModel for MedicationRequests {
     const PROJECTION: &'static str = "pharmacy";
     const DATABASE: &'static str = "pharmacy_service";
-    const TOPICS: &'static [&'static str] = &[MEDICATION_PRESCRIBED];
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 }
 

@@ -78,7 +78,7 @@ pub async fn rebuild<P: Projection>(
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Report> {
     let name = projection.name();
-    let topics = projection.topics();
+    let topics = &projection.topics()[..];
     anyhow::ensure!(
         projection.rebuilds_from_event_store(),
         "the {name} read model is not in the event store: its history is its topic (kept six years). \
@@ -178,7 +178,7 @@ async fn swap<P: Projection>(
     reset_offsets: &HashMap<(String, i32), Stored>,
 ) -> anyhow::Result<()> {
     let name = projection.name();
-    let topics = projection.topics();
+    let topics = &projection.topics()[..];
     let mut conn = admin.acquire().await?;
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")

@@ -99,7 +99,8 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The service database it writes by default, e.g. `patient_service`.
     fn database(&self) -> &'static str;
-    fn topics(&self) -> &'static [&'static str];
+    /// The topics it reads.
+    fn topics(&self) -> Vec<&'static str>;
     fn migrations(&self) -> &'static [Migration];
     /// Whether the event store holds this model's history (the PHI access log lives only on
     /// its topic, which keeps it for six years).
@@ -415,7 +416,7 @@ impl<P: Projection> Session<'_, P> {
         let mut stored = stored_offsets(self.pool, name).await?;
         // Every stored offset is read back at the start of a session.
         let topics = self.projection.topics();
-        let logs = check_log(&self.config.brokers, topics, &stored, ReadBack::Every).await?;
+        let logs = check_log(&self.config.brokers, &topics, &stored, ReadBack::Every).await?;
         self.metrics.publish_logs(&logs);
         let outside: Vec<&PartitionLog> = logs
             .iter()
@@ -653,12 +654,12 @@ async fn stored_offsets(
 /// blocking thread).
 async fn check_log(
     brokers: &str,
-    topics: &'static [&'static str],
+    topics: &[&'static str],
     stored: &HashMap<(String, i32), Stored>,
     read_back: ReadBack,
 ) -> anyhow::Result<Vec<PartitionLog>> {
-    let (brokers, stored) = (brokers.to_string(), stored.clone());
-    tokio::task::spawn_blocking(move || log_check::inspect(&brokers, topics, &stored, &read_back))
+    let (brokers, stored, topics) = (brokers.to_string(), stored.clone(), topics.to_vec());
+    tokio::task::spawn_blocking(move || log_check::inspect(&brokers, &topics, &stored, &read_back))
         .await
         .context("the log check panicked")?
         .context("cannot check the stored offsets against the broker's log")
@@ -669,7 +670,7 @@ async fn check_log(
 /// the log restarts the session, whose start recovers it.
 async fn watch_log(
     projection: &'static str,
-    topics: &'static [&'static str],
+    topics: Vec<&'static str>,
     pool: PgPool,
     brokers: String,
     metrics: RunnerMetrics,
@@ -685,7 +686,7 @@ async fn watch_log(
         // While running, only offsets past the reported high watermark are read back (cheap
         // range checks cover the rest; the session start reads back every one).
         let read_back = ReadBack::PastHighWatermark(verified.clone());
-        match check_log(&brokers, topics, &stored, read_back).await {
+        match check_log(&brokers, &topics, &stored, read_back).await {
             Ok(logs) => {
                 // A recovery under way keeps its own problem; its offsets are settled by it.
                 if metrics.problem.lock().expect("problem poisoned").is_some() {

@@ -55,8 +55,13 @@ pub trait StateModel: Send + Sync + 'static {
     /// Every column, `id` and `version` included.
     const COLUMNS: &'static [&'static str];
 
+    /// The event types this model folds (their topics are the ones it reads).
+    const EVENTS: &'static [events::registry::EventKind];
+
     /// Whether this model folds records of `topic`.
-    fn accepts(&self, topic: &str) -> bool;
+    fn accepts(&self, topic: &str) -> bool {
+        Self::EVENTS.iter().any(|k| k.topic == topic)
+    }
 
     /// How one event changes the row (`None` before the aggregate's first event). No I/O, no
     /// rules: `Err` only for an event this model cannot read (it goes to the dead letters).
@@ -78,7 +83,6 @@ pub trait SingleModel: StateModel + Default + Copy {
     const PROJECTION: &'static str;
     /// Its service database, e.g. `patient_service`.
     const DATABASE: &'static str;
-    const TOPICS: &'static [&'static str];
     const MIGRATIONS: &'static [Migration];
 }
 
@@ -95,8 +99,8 @@ impl<M: SingleModel> Projection for ModelProjection<M> {
         M::DATABASE
     }
 
-    fn topics(&self) -> &'static [&'static str] {
-        M::TOPICS
+    fn topics(&self) -> Vec<&'static str> {
+        M::EVENTS.iter().map(|k| k.topic).collect()
     }
 
     fn migrations(&self) -> &'static [Migration] {

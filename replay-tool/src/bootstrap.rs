@@ -6,7 +6,7 @@
 use events::catalog::CATALOG;
 use platform::config::KafkaArgs;
 use platform::kafka::{TopicOutcome, ensure_topics};
-use projections::runner::dlq_spec;
+use projections::runner::{dlq_spec, dlq_topic};
 
 #[derive(Debug, clap::Args)]
 pub struct BootstrapArgs {
@@ -15,19 +15,24 @@ pub struct BootstrapArgs {
     replication: i32,
 }
 
-const DLQ_TOPICS: [events::catalog::TopicSpec; 6] = [
-    dlq_spec("healthcare.dlq.patient-projector"),
-    dlq_spec("healthcare.dlq.appointment-projector"),
-    dlq_spec("healthcare.dlq.encounter-projector"),
-    dlq_spec("healthcare.dlq.laboratory-projector"),
-    dlq_spec("healthcare.dlq.pharmacy-projector"),
-    dlq_spec("healthcare.dlq.audit-projector"),
-];
+/// Every projection's dead-letter topic, named as the projector names it.
+fn dlq_topics() -> Vec<events::catalog::TopicSpec> {
+    use clap::ValueEnum;
+    use projections::{Kind, Projection, with_projection};
+    Kind::value_variants()
+        .iter()
+        .map(|kind| {
+            let name = with_projection!(*kind, |p| dlq_topic(p.name()));
+            // A one-shot CLI: the six names live until it exits.
+            dlq_spec(Box::leak(name.into_boxed_str()))
+        })
+        .collect()
+}
 
 pub async fn run(kafka: &KafkaArgs, args: BootstrapArgs) -> anyhow::Result<()> {
     // Before creating anything: without a credential the schemas could not be registered.
     let credentials = schemas::client::UserInfo::from_env()?;
-    let topics: Vec<_> = CATALOG.iter().chain(DLQ_TOPICS.iter()).copied().collect();
+    let topics: Vec<_> = CATALOG.iter().copied().chain(dlq_topics()).collect();
     for (name, outcome) in ensure_topics(&kafka.kafka_brokers, &topics, args.replication).await? {
         let spec = topics.iter().find(|t| t.name == name);
         let what = match outcome {

@@ -166,7 +166,7 @@ pub struct Appointment {
 }
 
 impl Aggregate for Appointment {
-    const TYPE: &'static str = "appointment";
+    const TYPE: &'static str = events::registry::Aggregate::Appointment.as_str();
     type Event = AppointmentEvent;
     type Command = AppointmentCommand;
 

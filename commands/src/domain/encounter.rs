@@ -135,7 +135,7 @@ pub struct Encounter {
 }
 
 impl Aggregate for Encounter {
-    const TYPE: &'static str = "encounter";
+    const TYPE: &'static str = events::registry::Aggregate::Encounter.as_str();
     type Event = EncounterEvent;
     type Command = EncounterCommand;
 

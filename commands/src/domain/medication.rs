@@ -207,7 +207,7 @@ pub struct MedicationRequest {
 }
 
 impl Aggregate for MedicationRequest {
-    const TYPE: &'static str = "medication_request";
+    const TYPE: &'static str = events::registry::Aggregate::MedicationRequest.as_str();
     type Event = MedicationEvent;
     type Command = MedicationCommand;
 

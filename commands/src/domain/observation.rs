@@ -281,7 +281,7 @@ pub struct Observation {
 }
 
 impl Aggregate for Observation {
-    const TYPE: &'static str = "observation";
+    const TYPE: &'static str = events::registry::Aggregate::Observation.as_str();
     type Event = ObservationEvent;
     type Command = ObservationCommand;
 

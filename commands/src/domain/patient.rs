@@ -335,7 +335,7 @@ pub struct Patient {
 }
 
 impl Aggregate for Patient {
-    const TYPE: &'static str = "patient";
+    const TYPE: &'static str = events::registry::Aggregate::Patient.as_str();
     type Event = PatientEvent;
     type Command = PatientCommand;
 
