@@ -1,6 +1,8 @@
 //! The Avro schemas of the documented topics, embedded from `schemas/avro/<topic>/v<n>.avsc`
 //! (every file there is a released version; `build.rs` lists them).
 
+use crate::compatibility::Level;
+
 /// One released schema version of a topic's values.
 #[derive(Debug, Clone, Copy)]
 pub struct TopicSchema {
@@ -29,11 +31,11 @@ pub fn latest(topic: &str) -> Option<&'static TopicSchema> {
 }
 
 /// The compatibility level each subject is held to (Confluent names).
-pub fn compatibility_for(topic: &str) -> &'static str {
+pub fn compatibility_for(topic: &str) -> Level {
     if topic == events::catalog::AUDIT_PHI_ACCESS {
-        "FULL_TRANSITIVE"
+        Level::FullTransitive
     } else {
-        "BACKWARD"
+        Level::Backward
     }
 }
 

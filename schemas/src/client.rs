@@ -94,7 +94,7 @@ pub async fn register_all(
             .put(format!("{url}/config/{subject}"))
             .basic_auth(&credentials.user, Some(credentials.password.expose()))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "compatibility": level }))
+            .json(&serde_json::json!({ "compatibility": level.as_str() }))
             .send()
             .await?;
         let status = response.status();

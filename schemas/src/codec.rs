@@ -192,7 +192,7 @@ impl EventCodec {
     /// Decodes a record value written in the Confluent wire format into JSON.
     pub async fn decode_json(&self, bytes: Option<&[u8]>) -> Result<serde_json::Value, CodecError> {
         match self.decoder.decode(bytes).await {
-            Ok(result) => Ok(avro_to_json(&result.value)),
+            Ok(result) => avro_to_json(&result.value).map_err(CodecError::Undecodable),
             Err(e) => {
                 self.decoder.remove_errors_from_cache();
                 Err(registry_error(e, CodecError::Undecodable))

@@ -4,6 +4,7 @@
 use apache_avro::Schema;
 
 use crate::catalog::{SCHEMAS, compatibility_for, versions};
+use crate::compatibility::Level;
 use crate::registry::store::check_compatibility;
 
 /// Checks that each released version of each topic is compatible with its earlier versions
@@ -26,7 +27,7 @@ pub fn evolution_gate() -> Vec<String> {
 }
 
 /// Checks each of `versions` (oldest first) against the ones before it under `level`.
-pub fn check_versions(level: &str, versions: &[Schema]) -> Result<(), String> {
+pub fn check_versions(level: Level, versions: &[Schema]) -> Result<(), String> {
     (1..versions.len()).try_for_each(|n| {
         check_compatibility(level, &versions[n], &versions[..n])
             .map_err(|e| format!("v{}: {e}", n + 1))
@@ -64,7 +65,7 @@ fn round_trip(
         .build()
         .and_then(|r| r.read_value(&mut bytes.as_slice()))
         .map_err(|e| e.to_string())?;
-    Ok(crate::json_avro::avro_to_json(&decoded))
+    crate::json_avro::avro_to_json(&decoded)
 }
 
 /// What is wrong between `kinds` and the released schemas, one sentence per problem naming
@@ -314,13 +315,13 @@ mod tests {
             {"name": "blood_type", "type": "string", "doc": "A new required field without a default."}
         ));
         let bad = Schema::parse(&json).unwrap();
-        let verdict = check_versions("BACKWARD", &[v1.clone(), bad.clone()]);
+        let verdict = check_versions(Level::Backward, &[v1.clone(), bad.clone()]);
         assert!(
             verdict.is_err_and(|e| e.contains("v2")),
             "an added required field must be refused"
         );
         // Removing a field is fine backward but not forward: FULL_TRANSITIVE refuses it.
-        assert!(check_versions("FORWARD", &[bad, v1]).is_err());
+        assert!(check_versions(Level::Forward, &[bad, v1]).is_err());
     }
 
     #[test]

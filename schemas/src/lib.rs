@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod client;
 pub mod codec;
+pub mod compatibility;
 pub mod contract;
 pub mod docs;
 pub mod json_avro;

@@ -18,7 +18,9 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use serde_json::json;
 
-use store::{LEVELS, Store, StoreError, ValidSchema, VersionSelector};
+use store::{Store, StoreError, ValidSchema, VersionSelector};
+
+use crate::compatibility::Level;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -403,10 +405,10 @@ async fn global_config(State(state): State<AppState>) -> Answer {
         .store
         .config(None)
         .await?
-        .unwrap_or_else(|| store::DEFAULT_COMPATIBILITY.to_string());
+        .unwrap_or(store::DEFAULT_COMPATIBILITY);
     Ok(reply(
         StatusCode::OK,
-        json!({ "compatibilityLevel": level }),
+        json!({ "compatibilityLevel": level.as_str() }),
     ))
 }
 
@@ -418,7 +420,7 @@ async fn subject_config(
     if let Some(level) = state.store.config(Some(&subject)).await? {
         return Ok(reply(
             StatusCode::OK,
-            json!({ "compatibilityLevel": level }),
+            json!({ "compatibilityLevel": level.as_str() }),
         ));
     }
     if query.default_to_global {
@@ -432,25 +434,17 @@ async fn subject_config(
 }
 
 /// Parses a `{"compatibility": LEVEL}` body, or the Confluent error for it.
-fn parse_level(body: &[u8]) -> Result<String, RegistryError> {
-    let level = serde_json::from_slice::<serde_json::Value>(body)
+fn parse_level(body: &[u8]) -> Result<Level, RegistryError> {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("compatibility")
                 .and_then(|c| c.as_str())
-                .map(str::to_uppercase)
-        });
-    match level {
-        Some(level) if LEVELS.contains(&level.as_str()) => Ok(level),
-        _ => Err(RegistryError::new(
-            422,
-            42203,
-            format!(
-                "Invalid compatibility level. Valid values are {}",
-                LEVELS.join(", ")
-            ),
-        )),
-    }
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+        .parse()
+        .map_err(|message| RegistryError::new(422, 42203, message))
 }
 
 async fn set_global_config(State(state): State<AppState>, body: Bytes) -> Answer {
@@ -467,6 +461,9 @@ async fn set_subject_config(
 
 async fn set_config(state: &AppState, subject: Option<&str>, body: &[u8]) -> Answer {
     let level = parse_level(body)?;
-    state.store.set_config(subject, &level).await?;
-    Ok(reply(StatusCode::OK, json!({ "compatibility": level })))
+    state.store.set_config(subject, level).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "compatibility": level.as_str() }),
+    ))
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::compatibility::Level;
 use apache_avro::Schema;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use platform::db::Migration;
@@ -33,16 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 /// Subject name under which the global configuration is kept.
 const GLOBAL: &str = "";
 /// The level of a registry nobody configured, as in Confluent's.
-pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
-pub const LEVELS: [&str; 7] = [
-    "NONE",
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-];
+pub const DEFAULT_COMPATIBILITY: Level = Level::Backward;
 
 /// Registry failures, each with its Confluent `error_code`.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +76,10 @@ pub enum StoreError {
     /// 500 / 50001
     #[error("Error in the backend data store: {0}")]
     Backend(#[from] sqlx::Error),
+    /// 500 / 50001: a schema in the store does not parse (the store was changed by hand or
+    /// by another release); names the subject, never skipped.
+    #[error("Error in the backend data store: a stored schema of subject {0} does not parse: {1}")]
+    Corrupt(String, String),
 }
 
 impl StoreError {
@@ -98,6 +94,7 @@ impl StoreError {
             StoreError::VersionSoftDeleted(..) => (404, 40406),
             StoreError::VersionNotSoftDeleted(..) => (404, 40407),
             StoreError::InvalidSchema(_) => (422, 42201),
+            StoreError::Corrupt(..) => (500, 50001),
             StoreError::InvalidVersion(_) => (422, 42202),
             StoreError::Incompatible(..) => (409, 409),
             StoreError::Backend(_) => (500, 50001),
@@ -168,14 +165,13 @@ fn sorted(json: &serde_json::Value) -> serde_json::Value {
 }
 
 /// Checks `new` against the subject's earlier schemas (oldest first) under `level`.
-pub fn check_compatibility(level: &str, new: &Schema, earlier: &[Schema]) -> Result<(), String> {
+pub fn check_compatibility(level: Level, new: &Schema, earlier: &[Schema]) -> Result<(), String> {
     let targets: &[Schema] = match (level, earlier.last()) {
-        ("NONE", _) | (_, None) => return Ok(()),
-        (l, Some(_)) if l.ends_with("_TRANSITIVE") => earlier,
+        (Level::None, _) | (_, None) => return Ok(()),
+        (l, Some(_)) if l.is_transitive() => earlier,
         (_, Some(_)) => &earlier[earlier.len() - 1..],
     };
-    let backward = level.starts_with("BACKWARD") || level.starts_with("FULL");
-    let forward = level.starts_with("FORWARD") || level.starts_with("FULL");
+    let (backward, forward) = (level.backward(), level.forward());
     let reads = |writer: &Schema, reader: &Schema, what: &str| match SchemaCompatibility::can_read(
         writer, reader,
     ) {
@@ -250,12 +246,9 @@ impl Store {
         .bind(subject)
         .fetch_all(&mut *tx)
         .await?;
-        let earlier: Vec<Schema> = earlier
-            .iter()
-            .filter_map(|s| Schema::parse_str(s).ok())
-            .collect();
+        let earlier = parse_stored(subject, &earlier)?;
         let level = self.effective_config(subject).await?;
-        check_compatibility(&level, &schema.parsed, &earlier)
+        check_compatibility(level, &schema.parsed, &earlier)
             .map_err(|details| StoreError::Incompatible(subject.to_string(), details))?;
         let id = match existing {
             Some(id) => id,
@@ -487,13 +480,13 @@ impl Store {
                 let one = live_schemas(&mut conn, subject, Some(found.version)).await?;
                 // Against a single version, transitivity does not apply.
                 return Ok(check_compatibility(
-                    level.trim_end_matches("_TRANSITIVE"),
+                    level.against_one(),
                     &schema.parsed,
                     &one,
                 ));
             }
         };
-        Ok(check_compatibility(&level, &schema.parsed, &earlier))
+        Ok(check_compatibility(level, &schema.parsed, &earlier))
     }
 
     /// Removes the subject's own level; returns it.
@@ -506,33 +499,39 @@ impl Store {
     }
 
     /// The level set on `subject` (or globally with `None`), if any.
-    pub async fn config(&self, subject: Option<&str>) -> Result<Option<String>, StoreError> {
-        Ok(
+    pub async fn config(&self, subject: Option<&str>) -> Result<Option<Level>, StoreError> {
+        let stored: Option<String> =
             sqlx::query_scalar("SELECT compatibility FROM sr_config WHERE subject = $1")
                 .bind(subject.unwrap_or(GLOBAL))
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        stored
+            .map(|level| {
+                level.parse().map_err(|_| {
+                    StoreError::Corrupt(
+                        subject.unwrap_or("(global)").to_string(),
+                        format!("unknown compatibility level {level:?}"),
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// The subject's level, falling back to the global one, then to BACKWARD.
-    pub async fn effective_config(&self, subject: &str) -> Result<String, StoreError> {
+    pub async fn effective_config(&self, subject: &str) -> Result<Level, StoreError> {
         if let Some(level) = self.config(Some(subject)).await? {
             return Ok(level);
         }
-        Ok(self
-            .config(None)
-            .await?
-            .unwrap_or_else(|| DEFAULT_COMPATIBILITY.to_string()))
+        Ok(self.config(None).await?.unwrap_or(DEFAULT_COMPATIBILITY))
     }
 
-    pub async fn set_config(&self, subject: Option<&str>, level: &str) -> Result<(), StoreError> {
+    pub async fn set_config(&self, subject: Option<&str>, level: Level) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sr_config (subject, compatibility) VALUES ($1, $2)
              ON CONFLICT (subject) DO UPDATE SET compatibility = EXCLUDED.compatibility",
         )
         .bind(subject.unwrap_or(GLOBAL))
-        .bind(level)
+        .bind(level.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -553,10 +552,19 @@ async fn live_schemas(
     .bind(version)
     .fetch_all(conn)
     .await?;
-    Ok(texts
+    parse_stored(subject, &texts)
+}
+
+/// The stored schemas of `subject`, parsed; one that does not parse is an error, not skipped
+/// (a compatibility check without it would let an incompatible version in).
+fn parse_stored(subject: &str, texts: &[String]) -> Result<Vec<Schema>, StoreError> {
+    texts
         .iter()
-        .filter_map(|s| Schema::parse_str(s).ok())
-        .collect())
+        .map(|text| {
+            Schema::parse_str(text)
+                .map_err(|e| StoreError::Corrupt(subject.to_string(), e.to_string()))
+        })
+        .collect()
 }
 
 fn subject_version((subject, version, id, schema): (String, i32, i32, String)) -> SubjectVersion {
@@ -565,5 +573,27 @@ fn subject_version((subject, version, id, schema): (String, i32, i32, String)) -
         version,
         id,
         schema,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_schema_that_does_not_parse_is_an_error_naming_the_subject() {
+        let good = r#"{"type": "record", "name": "A", "fields": []}"#.to_string();
+        assert_eq!(
+            parse_stored("a-value", std::slice::from_ref(&good))
+                .map(|v| v.len())
+                .ok(),
+            Some(1)
+        );
+        let error = parse_stored("a-value", &[good, "{not avro".into()]).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt(s, _) if s == "a-value"),
+            "{error}"
+        );
+        assert_eq!(error.codes(), (500, 50001));
     }
 }
