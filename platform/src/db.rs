@@ -189,28 +189,76 @@ fn ignore_concurrent_create(e: sqlx::Error) -> Result<sqlx::postgres::PgQueryRes
     }
 }
 
+/// A migration's fingerprint: the SHA-256 of its SQL, in hex.
+fn checksum(sql: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 async fn apply_pending(
     conn: &mut sqlx::PgConnection,
     component: &str,
     migrations: &[Migration],
 ) -> anyhow::Result<()> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM healthplane_migrations WHERE component = $1")
+    // Databases migrated before checksums were kept gain the column; their rows adopt the
+    // checksum of the SQL this build carries.
+    sqlx::raw_sql("ALTER TABLE healthplane_migrations ADD COLUMN IF NOT EXISTS checksum TEXT")
+        .execute(&mut *conn)
+        .await?;
+    let applied: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, checksum FROM healthplane_migrations WHERE component = $1")
             .bind(component)
             .fetch_all(&mut *conn)
             .await?;
-    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
+    for (version, stored) in &applied {
+        let Some(m) = migrations.iter().find(|m| m.version == *version) else {
+            tracing::warn!(
+                component,
+                version,
+                "the database has a migration this build does not know (a newer release migrated it)"
+            );
+            continue;
+        };
+        let expected = checksum(m.sql);
+        match stored {
+            Some(stored) if *stored != expected => anyhow::bail!(
+                "migration {component} {} ({}) was changed after it was applied to this database \
+                 (checksum {stored}, now {expected}): restore its SQL and put the change in a new migration",
+                m.version,
+                m.name
+            ),
+            Some(_) => {}
+            None => {
+                sqlx::query(
+                    "UPDATE healthplane_migrations SET checksum = $3 WHERE component = $1 AND version = $2",
+                )
+                .bind(component)
+                .bind(m.version)
+                .bind(&expected)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    for m in migrations
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+    {
         let mut tx = conn.begin().await?;
         sqlx::raw_sql(m.sql)
             .execute(&mut *tx)
             .await
             .with_context(|| format!("migration {component} {} {} failed", m.version, m.name))?;
         sqlx::query(
-            "INSERT INTO healthplane_migrations (component, version, name) VALUES ($1, $2, $3)",
+            "INSERT INTO healthplane_migrations (component, version, name, checksum) VALUES ($1, $2, $3, $4)",
         )
         .bind(component)
         .bind(m.version)
         .bind(m.name)
+        .bind(checksum(m.sql))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -222,4 +270,49 @@ async fn apply_pending(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs the PostgreSQL server of the tests (`HEALTHPLANE_TEST_POSTGRES_URL`, else the
+    /// local default).
+    #[tokio::test]
+    async fn a_migration_changed_after_it_was_applied_stops_the_service() {
+        let server = std::env::var("HEALTHPLANE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| crate::config::DEFAULT_POSTGRES_URL.into());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let pool = connect(&format!("{server}/hp_test_{}_migrations", &id[..12]), 2)
+            .await
+            .expect("PostgreSQL for the tests");
+        let v1 = Migration {
+            version: 1,
+            name: "table",
+            sql: "CREATE TABLE t (x INT)",
+        };
+        migrate(&pool, "test", &[v1]).await.unwrap();
+        // Again, unchanged: nothing to do.
+        migrate(&pool, "test", &[v1]).await.unwrap();
+        let edited = Migration {
+            sql: "CREATE TABLE t (x BIGINT)",
+            ..v1
+        };
+        let error = migrate(&pool, "test", &[edited])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("migration test 1 (table) was changed after it was applied"),
+            "{error}"
+        );
+        // A database migrated before checksums were kept adopts them.
+        sqlx::query("UPDATE healthplane_migrations SET checksum = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        migrate(&pool, "test", &[v1]).await.unwrap();
+        assert!(migrate(&pool, "test", &[edited]).await.is_err());
+        pool.close().await;
+    }
 }
