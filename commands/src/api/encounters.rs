@@ -1,19 +1,13 @@
 //! `POST /v1/encounters` (StartEncounter, fulfilling its appointment in the same transaction)
 //! and `POST /v1/encounters/{id}/complete` (CompleteEncounter).
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use chrono::Utc;
 use events::Role;
-use platform::auth::Caller;
 use platform::problem::{FieldError, Problem};
 use uuid::Uuid;
 
 use super::{
-    AppState, Endpoint, Execution, fresh_or_replay, load, missing, new_events, receive, rejected,
+    AppState, CommandRoute, Prepared, Received, load, missing, new_events, rejected,
     require_patient, valid,
 };
 use crate::domain::Aggregate;
@@ -23,27 +17,26 @@ use crate::store::StreamAppend;
 
 const CLINICIANS: [Role; 1] = [Role::Practitioner];
 
-pub(super) async fn start(
-    State(app): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let endpoint = Endpoint {
-            allowed: &CLINICIANS,
-            route: "POST /v1/encounters".into(),
-            updates: false,
-        };
-        let received =
-            fresh_or_replay!(receive::<StartBody>(&app, caller, &endpoint, &headers, body).await?);
+pub(super) struct Start;
+
+impl CommandRoute for Start {
+    type Body = StartBody;
+    type Target = Encounter;
+    const ALLOWED: &'static [Role] = &CLINICIANS;
+    const COLLECTION: &'static str = "encounters";
+
+    async fn prepare(
+        app: &AppState,
+        received: &Received<StartBody>,
+        _id: Option<Uuid>,
+    ) -> Result<Prepared<Encounter>, Problem> {
         let new = valid(encounter::parse_start(&received.body, Utc::now()))?;
-        require_patient(&app, new.patient_id).await?;
+        require_patient(app, new.patient_id).await?;
         let meta = &received.meta;
         let id = Uuid::now_v7();
         let mut also = Vec::new();
         if let Some(appointment_id) = new.appointment_id {
-            let (appointment, version) = load::<Appointment>(&app, appointment_id).await?;
+            let (appointment, version) = load::<Appointment>(app, appointment_id).await?;
             let appointment = appointment
                 .ok_or_else(|| missing("$.appointmentId", "appointment", appointment_id))?;
             if appointment.patient_id != new.patient_id {
@@ -66,62 +59,35 @@ pub(super) async fn start(
             });
         }
         let practitioner_id = meta.caller.claims.sub.clone();
-        Execution::<Encounter> {
-            app: &app,
-            meta,
+        Ok(Prepared {
             id,
-            expected: None,
             command: EncounterCommand::Start {
                 encounter: new,
                 practitioner_id,
             },
-            status: StatusCode::CREATED,
-            collection: "encounters",
             also,
-        }
-        .run()
-        .await
+        })
     }
-    .await;
-    app.respond(result)
 }
 
-pub(super) async fn complete(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let id: Uuid = id
-            .parse()
-            .map_err(|_| Problem::not_found(format!("no encounter {id}")))?;
-        let route = format!("POST /v1/encounters/{id}/complete");
-        let endpoint = Endpoint {
-            allowed: &CLINICIANS,
-            route,
-            updates: true,
-        };
-        let received = fresh_or_replay!(
-            receive::<CompleteBody>(&app, caller, &endpoint, &headers, body).await?
-        );
+pub(super) struct Complete;
+
+impl CommandRoute for Complete {
+    type Body = CompleteBody;
+    type Target = Encounter;
+    const ALLOWED: &'static [Role] = &CLINICIANS;
+    const COLLECTION: &'static str = "encounters";
+    const ACTION: &'static str = "complete";
+
+    async fn prepare(
+        _app: &AppState,
+        received: &Received<CompleteBody>,
+        id: Option<Uuid>,
+    ) -> Result<Prepared<Encounter>, Problem> {
         let completion = valid(encounter::parse_complete(&received.body, Utc::now()))?;
-        Execution::<Encounter> {
-            app: &app,
-            meta: &received.meta,
-            id,
-            expected: received.expected,
-            command: EncounterCommand::Complete(completion),
-            status: StatusCode::OK,
-            collection: "encounters",
-            also: vec![],
-        }
-        .run()
-        .await
+        let id = id.expect("an update has the aggregate's id");
+        Ok(Prepared::new(id, EncounterCommand::Complete(completion)))
     }
-    .await;
-    app.respond(result)
 }
 
 /// 404 unless the encounter exists, 422 unless it is the patient's.

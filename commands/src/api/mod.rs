@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -134,14 +134,23 @@ pub fn router(state: AppState, metrics: Arc<Metrics>, relay: Option<RelayHealth>
         })
     };
     Router::new()
-        .route("/v1/patients", post(patients::register))
-        .route("/v1/patients/{id}", patch(patients::update))
-        .route("/v1/appointments", post(appointments::schedule))
-        .route("/v1/appointments/{id}/cancel", post(appointments::cancel))
-        .route("/v1/encounters", post(encounters::start))
-        .route("/v1/encounters/{id}/complete", post(encounters::complete))
-        .route("/v1/observations", post(observations::record))
-        .route("/v1/medication-requests", post(medications::prescribe))
+        .route("/v1/patients", post(create::<patients::Register>))
+        .route("/v1/patients/{id}", patch(update::<patients::Update>))
+        .route("/v1/appointments", post(create::<appointments::Schedule>))
+        .route(
+            "/v1/appointments/{id}/cancel",
+            post(update::<appointments::Cancel>),
+        )
+        .route("/v1/encounters", post(create::<encounters::Start>))
+        .route(
+            "/v1/encounters/{id}/complete",
+            post(update::<encounters::Complete>),
+        )
+        .route("/v1/observations", post(create::<observations::Record>))
+        .route(
+            "/v1/medication-requests",
+            post(create::<medications::Prescribe>),
+        )
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(platform::http::ops_router_with(
@@ -185,17 +194,6 @@ pub(crate) struct Endpoint<'a> {
     pub route: String,
     pub updates: bool,
 }
-
-/// The received command, or the handler returns the replayed answer of a retried request.
-macro_rules! fresh_or_replay {
-    ($incoming:expr) => {
-        match $incoming {
-            $crate::api::Incoming::Fresh(received) => received,
-            $crate::api::Incoming::Replay(response) => return Ok(response),
-        }
-    };
-}
-pub(crate) use fresh_or_replay;
 
 /// What reading a request produced.
 pub(crate) enum Incoming<B> {
@@ -465,6 +463,124 @@ fn if_match(headers: &HeaderMap) -> Result<i64, Problem> {
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|v| *v >= 1)
         .ok_or_else(|| Problem::bad_request("If-Match must be a version number such as \"3\""))
+}
+
+/// One command endpoint, declared: who may send it, where, and how its body becomes a
+/// command on an aggregate. Everything else — authentication, the role, `If-Match`, the body
+/// limit and shape, idempotent replay, the version check, decide, append and the answer — is
+/// [`create`] and [`update`], written once for every endpoint.
+pub(crate) trait CommandRoute: Send + Sync + 'static {
+    /// The JSON body.
+    type Body: DeserializeOwned + Send + Sync;
+    /// The aggregate the command goes to.
+    type Target: Aggregate;
+    /// Who may send it.
+    const ALLOWED: &'static [Role];
+    /// `/v1/<collection>` creates; `/v1/<collection>/{id}` is an aggregate's location.
+    const COLLECTION: &'static str;
+    /// For an update: `""` for `PATCH /v1/<collection>/{id}`, else the action of
+    /// `POST /v1/<collection>/{id}/<action>`.
+    const ACTION: &'static str = "";
+
+    /// Refusals that need only the token and the path (before the body is read).
+    fn authorize(_caller: &Caller, _id: Option<Uuid>) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// The valid body as a command: the aggregate's id (`id` on an update), the command, and
+    /// events for other streams that must commit with it.
+    fn prepare(
+        app: &AppState,
+        received: &Received<Self::Body>,
+        id: Option<Uuid>,
+    ) -> impl Future<Output = Result<Prepared<Self::Target>, Problem>> + Send;
+}
+
+/// A command ready to run.
+pub(crate) struct Prepared<A: Aggregate> {
+    pub id: Uuid,
+    pub command: A::Command,
+    pub also: Vec<StreamAppend>,
+}
+
+impl<A: Aggregate> Prepared<A> {
+    pub fn new(id: Uuid, command: A::Command) -> Self {
+        Prepared {
+            id,
+            command,
+            also: Vec::new(),
+        }
+    }
+}
+
+/// `POST /v1/<collection>`: creates an aggregate (201).
+pub(crate) async fn create<C: CommandRoute>(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = handle::<C>(&app, caller, None, &headers, body).await;
+    app.respond(result)
+}
+
+/// `PATCH /v1/<collection>/{id}` or `POST /v1/<collection>/{id}/<action>`: updates one (200).
+pub(crate) async fn update<C: CommandRoute>(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = match id.parse::<Uuid>() {
+        Ok(id) => handle::<C>(&app, caller, Some(id), &headers, body).await,
+        Err(_) => Err(Problem::not_found(format!(
+            "no {} {id}",
+            <C::Target as Aggregate>::TYPE
+        ))),
+    };
+    app.respond(result)
+}
+
+async fn handle<C: CommandRoute>(
+    app: &AppState,
+    caller: Caller,
+    id: Option<Uuid>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    C::authorize(&caller, id)?;
+    let route = match (id, C::ACTION) {
+        (None, _) => format!("POST /v1/{}", C::COLLECTION),
+        (Some(id), "") => format!("PATCH /v1/{}/{id}", C::COLLECTION),
+        (Some(id), action) => format!("POST /v1/{}/{id}/{action}", C::COLLECTION),
+    };
+    let endpoint = Endpoint {
+        allowed: C::ALLOWED,
+        route,
+        updates: id.is_some(),
+    };
+    let received = match receive::<C::Body>(app, caller, &endpoint, headers, body).await? {
+        Incoming::Fresh(received) => received,
+        Incoming::Replay(response) => return Ok(response),
+    };
+    let prepared = C::prepare(app, &received, id).await?;
+    Execution::<C::Target> {
+        app,
+        meta: &received.meta,
+        id: prepared.id,
+        expected: received.expected,
+        command: prepared.command,
+        status: if id.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        collection: C::COLLECTION,
+        also: prepared.also,
+    }
+    .run()
+    .await
 }
 
 /// One command against one aggregate (plus, in `also`, events for other streams that must

@@ -31,8 +31,8 @@ pub const DEV_USER: &str = "healthplane";
 pub const DEV_PASSWORD: &str = "healthplane-dev-registry-password";
 /// The shortest password accepted.
 pub const MIN_PASSWORD_BYTES: usize = 16;
-/// The realm named in `WWW-Authenticate`.
-pub const REALM: &str = "healthplane-schema-registry";
+/// The challenge a refused write is answered with.
+pub const WWW_AUTHENTICATE: &str = "Basic realm=\"healthplane-schema-registry\"";
 
 type Digest32 = [u8; 32];
 
@@ -251,7 +251,7 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
             .into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"healthplane-schema-registry\""),
+                HeaderValue::from_static(WWW_AUTHENTICATE),
             );
             response
         }
