@@ -589,17 +589,7 @@ pub struct PublishedEvent {
 impl PublishedEvent {
     /// The topic record it was published as: the envelope's fields and the event's own.
     pub fn record(&self) -> serde_json::Value {
-        let e = &self.event.envelope;
-        let mut json = serde_json::json!({
-            "event_id": e.event_id,
-            "event_type": e.event_type,
-            "aggregate_id": e.aggregate_id,
-            "aggregate_version": e.aggregate_version,
-            "occurred_at": e.occurred_at,
-            "correlation_id": e.correlation_id,
-            "causation_id": e.causation_id,
-            "actor": {"id": e.actor.id, "role": e.actor.role.as_str()},
-        });
+        let mut json = serde_json::to_value(&self.event.envelope).unwrap_or_default();
         if let (Some(record), serde_json::Value::Object(fields)) =
             (json.as_object_mut(), &self.event.payload)
         {
@@ -680,16 +670,7 @@ pub async fn import_published(
         .map(|(topic, r)| {
             let mut payload = r.clone();
             if let Some(object) = payload.as_object_mut() {
-                for key in [
-                    "event_id",
-                    "event_type",
-                    "aggregate_id",
-                    "aggregate_version",
-                    "occurred_at",
-                    "correlation_id",
-                    "causation_id",
-                    "actor",
-                ] {
+                for key in events::envelope::ENVELOPE_FIELDS {
                     object.remove(key);
                 }
             }

@@ -57,7 +57,19 @@ pub struct Actor {
     pub role: Role,
 }
 
-/// The fields every domain event starts with.
+/// The names of the envelope's fields in a topic record, in order.
+pub const ENVELOPE_FIELDS: [&str; 8] = [
+    "event_id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_version",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+    "actor",
+];
+
+/// The fields every domain event starts with (named in [`ENVELOPE_FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub event_id: Uuid,
@@ -80,4 +92,23 @@ pub struct EventRecord<P> {
     pub envelope: Envelope,
     #[serde(flatten)]
     pub payload: P,
+}
+
+#[cfg(test)]
+mod envelope_fields {
+    #[test]
+    fn the_field_list_is_the_envelope_as_serialized() {
+        let record = (crate::registry::EVENTS[0].example)(crate::examples::EXAMPLE_PATIENT);
+        let envelope: super::Envelope = serde_json::from_value(record).unwrap();
+        let json = serde_json::to_value(envelope).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = super::ENVELOPE_FIELDS.to_vec();
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
 }

@@ -21,6 +21,28 @@ pub const DEV_CONSISTENCY_KEY: &str = "healthplane-local-consistency-key-do-not-
 /// Longest token accepted (a real one is about 110 characters).
 const MAX_TOKEN_LEN: usize = 256;
 
+/// The keys both APIs need, read before anything else starts: no key, no service.
+pub struct ApiKeys {
+    pub verifier: std::sync::Arc<crate::auth::Verifier>,
+    pub consistency: std::sync::Arc<ConsistencySigner>,
+}
+
+impl ApiKeys {
+    /// The token key ([`crate::auth::Verifier::from_env`]) and the consistency-token key
+    /// ([`ConsistencySigner::from_env`]); an error names the missing setting.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        Ok(ApiKeys {
+            verifier: std::sync::Arc::new(
+                crate::auth::Verifier::from_env().context("JWT configuration")?,
+            ),
+            consistency: std::sync::Arc::new(
+                ConsistencySigner::from_env().context("consistency-token configuration")?,
+            ),
+        })
+    }
+}
+
 /// Seals and opens consistency tokens with the key shared by the command and query APIs.
 pub struct ConsistencySigner {
     key: hmac::Key,

@@ -276,16 +276,7 @@ mod tests {
 
     #[test]
     fn the_domain_events_carry_the_envelope() {
-        let envelope = [
-            "event_id",
-            "event_type",
-            "aggregate_id",
-            "aggregate_version",
-            "occurred_at",
-            "correlation_id",
-            "causation_id",
-            "actor",
-        ];
+        let envelope = events::envelope::ENVELOPE_FIELDS;
         for topic in CATALOG
             .iter()
             .filter(|t| t.name != topics::AUDIT_PHI_ACCESS)

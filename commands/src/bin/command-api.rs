@@ -9,7 +9,6 @@ use clap::Parser;
 use commands::api::{self, AppState};
 use commands::relay::{Relay, RelayConfig};
 use commands::store::{self, EventStore};
-use platform::auth::Verifier;
 use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
 
@@ -55,11 +54,10 @@ async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("command-api");
     let args = Args::parse();
     // No key, no service: checked before anything else starts.
-    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
-    let consistency = Arc::new(
-        platform::consistency::ConsistencySigner::from_env()
-            .context("consistency-token configuration")?,
-    );
+    let platform::consistency::ApiKeys {
+        verifier,
+        consistency,
+    } = platform::consistency::ApiKeys::from_env()?;
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());

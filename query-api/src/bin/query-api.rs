@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use platform::auth::Verifier;
 use platform::client_ip::TrustedProxies;
 use platform::config::KafkaArgs;
-use platform::consistency::ConsistencySigner;
 use platform::metrics::Metrics;
 use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
@@ -50,9 +48,10 @@ async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("query-api");
     let args = Args::parse();
     // No key, no service: checked before anything else starts.
-    let verifier = Arc::new(Verifier::from_env().context("JWT configuration")?);
-    let consistency =
-        Arc::new(ConsistencySigner::from_env().context("consistency-token configuration")?);
+    let platform::consistency::ApiKeys {
+        verifier,
+        consistency,
+    } = platform::consistency::ApiKeys::from_env()?;
     let proxies = TrustedProxies::from_env().map_err(anyhow::Error::msg)?;
     let pool = platform::db::connect_reader(
         &args.patient_database_url,
