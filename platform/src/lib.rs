@@ -1,6 +1,7 @@
 //! The runtime every Healthplane service shares: authentication, problem+json errors,
 //! configuration, Postgres and Kafka plumbing, telemetry, health and metrics endpoints.
 
+pub mod access;
 pub mod auth;
 pub mod client_ip;
 pub mod config;

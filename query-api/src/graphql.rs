@@ -8,8 +8,8 @@ use async_graphql::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
-use events::Role;
 use events::audit::{AccessAction, AccessOutcome};
+use platform::access;
 use platform::auth::Caller;
 use uuid::Uuid;
 
@@ -217,18 +217,6 @@ fn parse_cursor(cursor: &str) -> async_graphql::Result<Uuid> {
         .ok_or_else(|| coded("`after` is not a cursor from this API", "BAD_USER_INPUT"))
 }
 
-/// Why `caller` may not read `patient`, if they may not.
-pub(crate) fn read_denial(caller: &Caller, patient: Uuid) -> Option<&'static str> {
-    if caller.has(Role::Practitioner) || caller.has(Role::Admin) {
-        None
-    } else if caller.has(Role::Patient) {
-        (caller.claims.patient_id != Some(patient))
-            .then_some("patients may read only their own record")
-    } else {
-        Some("this role may not read patient records")
-    }
-}
-
 /// The cost of a connection field: its selection once per item of the page.
 fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
@@ -245,7 +233,7 @@ impl Query {
         let id: Uuid = id
             .parse()
             .map_err(|_| coded("`id` is not a patient id", "BAD_USER_INPUT"))?;
-        if let Some(reason) = read_denial(&request.caller, id) {
+        if let Some(reason) = access::read_denial(&request.caller, id) {
             let _ = request
                 .audit
                 .record(
@@ -303,25 +291,24 @@ impl Query {
             .transpose()
             .map_err(|_| coded("`filter.birthDate` must be YYYY-MM-DD", "BAD_USER_INPUT"))?;
         let caller = &request.caller;
-        let only = if caller.has(Role::Practitioner) || caller.has(Role::Admin) {
-            None
-        } else if let (true, Some(own)) = (caller.has(Role::Patient), caller.claims.patient_id) {
-            Some(own)
-        } else {
-            let reason = "this role may not search patient records";
-            // No patient was touched: the denial is recorded against the nil patient id.
-            let _ = request
-                .audit
-                .record(
-                    Uuid::nil(),
-                    AccessAction::Search,
-                    "Patient",
-                    vec![],
-                    AccessOutcome::Denied,
-                    Some(reason.into()),
-                )
-                .await;
-            return Err(coded(reason, "FORBIDDEN"));
+        let only = match access::compartment(caller) {
+            Ok(access::Compartment::All) => None,
+            Ok(access::Compartment::Only(own)) => Some(own),
+            Err(reason) => {
+                // No patient was touched: the denial is recorded against the nil patient id.
+                let _ = request
+                    .audit
+                    .record(
+                        Uuid::nil(),
+                        AccessAction::Search,
+                        "Patient",
+                        vec![],
+                        AccessOutcome::Denied,
+                        Some(reason.into()),
+                    )
+                    .await;
+                return Err(coded(reason, "FORBIDDEN"));
+            }
         };
         let search = PatientSearch {
             only,

@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
 use crate::audit::{AccessContext, AuditLog, RequestAudit};
-use crate::graphql::{PortalSchema, RequestData, read_denial};
+use crate::graphql::{PortalSchema, RequestData};
 use crate::limits::{RateLimiter, check_shape};
 use crate::read_model::Patients;
 
@@ -192,7 +192,7 @@ async fn await_consistency(
         .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
     // A record the caller may not read is not waited on: its resolver answers FORBIDDEN.
     if token.aggregate_type != events::registry::Aggregate::Patient.as_str()
-        || read_denial(caller, token.aggregate_id).is_some()
+        || platform::access::read_denial(caller, token.aggregate_id).is_some()
     {
         return Ok(());
     }

@@ -3,20 +3,20 @@
 
 use chrono::Utc;
 use events::Role;
+use events::registry::Aggregate;
+use platform::access;
 use platform::problem::Problem;
 use uuid::Uuid;
 
 use super::{AppState, CommandRoute, Prepared, Received, require_patient, valid};
 use crate::domain::appointment::{self, Appointment, AppointmentCommand, CancelBody, ScheduleBody};
 
-const SCHEDULERS: [Role; 2] = [Role::Practitioner, Role::Admin];
-
 pub(super) struct Schedule;
 
 impl CommandRoute for Schedule {
     type Body = ScheduleBody;
     type Target = Appointment;
-    const ALLOWED: &'static [Role] = &SCHEDULERS;
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::Appointment);
     const COLLECTION: &'static str = "appointments";
 
     async fn prepare(
@@ -38,7 +38,7 @@ pub(super) struct Cancel;
 impl CommandRoute for Cancel {
     type Body = CancelBody;
     type Target = Appointment;
-    const ALLOWED: &'static [Role] = &SCHEDULERS;
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::Appointment);
     const COLLECTION: &'static str = "appointments";
     const ACTION: &'static str = "cancel";
 

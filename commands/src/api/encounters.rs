@@ -3,6 +3,8 @@
 
 use chrono::Utc;
 use events::Role;
+use events::registry;
+use platform::access;
 use platform::problem::{FieldError, Problem};
 use uuid::Uuid;
 
@@ -15,14 +17,12 @@ use crate::domain::appointment::{Appointment, AppointmentCommand};
 use crate::domain::encounter::{self, CompleteBody, Encounter, EncounterCommand, StartBody};
 use crate::store::StreamAppend;
 
-const CLINICIANS: [Role; 1] = [Role::Practitioner];
-
 pub(super) struct Start;
 
 impl CommandRoute for Start {
     type Body = StartBody;
     type Target = Encounter;
-    const ALLOWED: &'static [Role] = &CLINICIANS;
+    const ALLOWED: &'static [Role] = access::writers(registry::Aggregate::Encounter);
     const COLLECTION: &'static str = "encounters";
 
     async fn prepare(
@@ -75,7 +75,7 @@ pub(super) struct Complete;
 impl CommandRoute for Complete {
     type Body = CompleteBody;
     type Target = Encounter;
-    const ALLOWED: &'static [Role] = &CLINICIANS;
+    const ALLOWED: &'static [Role] = access::writers(registry::Aggregate::Encounter);
     const COLLECTION: &'static str = "encounters";
     const ACTION: &'static str = "complete";
 

@@ -1,6 +1,8 @@
 //! `POST /v1/medication-requests` (PrescribeMedication).
 
 use events::Role;
+use events::registry::Aggregate;
+use platform::access;
 use platform::problem::Problem;
 use uuid::Uuid;
 
@@ -13,7 +15,7 @@ pub(super) struct Prescribe;
 impl CommandRoute for Prescribe {
     type Body = PrescribeBody;
     type Target = MedicationRequest;
-    const ALLOWED: &'static [Role] = &[Role::Practitioner];
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::MedicationRequest);
     const COLLECTION: &'static str = "medication-requests";
 
     async fn prepare(

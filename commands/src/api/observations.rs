@@ -2,6 +2,8 @@
 
 use chrono::Utc;
 use events::Role;
+use events::registry::Aggregate;
+use platform::access;
 use platform::problem::Problem;
 use uuid::Uuid;
 
@@ -14,7 +16,7 @@ pub(super) struct Record;
 impl CommandRoute for Record {
     type Body = RecordBody;
     type Target = Observation;
-    const ALLOWED: &'static [Role] = &[Role::Practitioner];
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::Observation);
     const COLLECTION: &'static str = "observations";
 
     async fn prepare(

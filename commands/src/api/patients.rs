@@ -1,6 +1,8 @@
 //! `POST /v1/patients` (RegisterPatient) and `PATCH /v1/patients/{id}` (UpdatePatientDemographics).
 
 use events::Role;
+use events::registry::Aggregate;
+use platform::access;
 use platform::auth::Caller;
 use platform::problem::Problem;
 use uuid::Uuid;
@@ -8,14 +10,12 @@ use uuid::Uuid;
 use super::{AppState, CommandRoute, Prepared, Received, valid};
 use crate::domain::patient::{self, Patient, PatientBody, PatientCommand, Removed};
 
-const WRITERS: [Role; 2] = [Role::Admin, Role::Patient];
-
 pub(super) struct Register;
 
 impl CommandRoute for Register {
     type Body = PatientBody;
     type Target = Patient;
-    const ALLOWED: &'static [Role] = &WRITERS;
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::Patient);
     const COLLECTION: &'static str = "patients";
 
     async fn prepare(
@@ -41,16 +41,14 @@ pub(super) struct Update;
 impl CommandRoute for Update {
     type Body = PatientBody;
     type Target = Patient;
-    const ALLOWED: &'static [Role] = &WRITERS;
+    const ALLOWED: &'static [Role] = access::writers(Aggregate::Patient);
     const COLLECTION: &'static str = "patients";
 
     fn authorize(caller: &Caller, id: Option<Uuid>) -> Result<(), Problem> {
-        if caller.acting_role(&WRITERS) == Some(Role::Patient) && caller.claims.patient_id != id {
-            return Err(Problem::forbidden(
-                "patients may update only their own record",
-            ));
+        match id.and_then(|id| access::patient_update_denial(caller, id)) {
+            Some(reason) => Err(Problem::forbidden(reason)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn prepare(
