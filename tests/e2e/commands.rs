@@ -377,6 +377,17 @@ async fn every_command_lands_its_event_on_its_topic_with_key_and_envelope() {
     );
 }
 
+/// One command rule: given the clinic of [`clinic`], when `by` POSTs `body` to `post`, then
+/// the answer is `status` naming the failing member `field`.
+struct Rule<'a> {
+    rule: &'static str,
+    post: &'static str,
+    by: &'a str,
+    body: Value,
+    status: u16,
+    field: &'static str,
+}
+
 #[tokio::test]
 async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() {
     let stack = Stack::start().await;
@@ -408,259 +419,299 @@ async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() 
     let start = encounter_body(&patient, None);
     let vital = vital_body(&patient, None, "8867-4", 72.0, "/min");
     let rx = prescription_body(&patient, None);
-    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+    let cases: Vec<Rule> = vec![
         // Appointments: start < end, both present, not in the past, at most 24 h, a real patient.
-        (
-            "/v1/appointments",
-            &admin,
-            schedule_body(&patient, 25, 24),
-            422,
-            "$.end",
-        ),
-        (
-            "/v1/appointments",
-            &admin,
-            schedule_body(&patient, -2, -1),
-            422,
-            "$.start",
-        ),
-        (
-            "/v1/appointments",
-            &admin,
-            schedule_body(&patient, 24, 49),
-            422,
-            "$.end",
-        ),
-        (
-            "/v1/appointments",
-            &admin,
-            without(schedule.clone(), "end"),
-            422,
-            "$.end",
-        ),
-        (
-            "/v1/appointments",
-            &admin,
-            with(schedule.clone(), "start", json!("next tuesday")),
-            422,
-            "$.start",
-        ),
-        (
-            "/v1/appointments",
-            &admin,
-            with(schedule.clone(), "patientId", json!(nobody)),
-            404,
-            "$.patientId",
-        ),
+        Rule {
+            rule: "an appointment must end after it starts",
+            post: "/v1/appointments",
+            by: &admin,
+            body: schedule_body(&patient, 25, 24),
+            status: 422,
+            field: "$.end",
+        },
+        Rule {
+            rule: "an appointment cannot start in the past",
+            post: "/v1/appointments",
+            by: &admin,
+            body: schedule_body(&patient, -2, -1),
+            status: 422,
+            field: "$.start",
+        },
+        Rule {
+            rule: "an appointment lasts at most 24 hours",
+            post: "/v1/appointments",
+            by: &admin,
+            body: schedule_body(&patient, 24, 49),
+            status: 422,
+            field: "$.end",
+        },
+        Rule {
+            rule: "an appointment needs an end",
+            post: "/v1/appointments",
+            by: &admin,
+            body: without(schedule.clone(), "end"),
+            status: 422,
+            field: "$.end",
+        },
+        Rule {
+            rule: "an appointment's start is an instant",
+            post: "/v1/appointments",
+            by: &admin,
+            body: with(schedule.clone(), "start", json!("next tuesday")),
+            status: 422,
+            field: "$.start",
+        },
+        Rule {
+            rule: "an appointment is for a registered patient",
+            post: "/v1/appointments",
+            by: &admin,
+            body: with(schedule.clone(), "patientId", json!(nobody)),
+            status: 404,
+            field: "$.patientId",
+        },
         // Encounters: an ActCode class, not in the future, the patient's own appointment.
-        (
-            "/v1/encounters",
-            &doc,
-            with(start.clone(), "class.code", json!("WALKIN")),
-            422,
-            "$.class.code",
-        ),
-        (
-            "/v1/encounters",
-            &doc,
-            with(start.clone(), "class.system", json!("urn:x")),
-            422,
-            "$.class.system",
-        ),
-        (
-            "/v1/encounters",
-            &doc,
-            with(start.clone(), "startedAt", json!(at_hours(3))),
-            422,
-            "$.startedAt",
-        ),
-        (
-            "/v1/encounters",
-            &doc,
-            encounter_body(&other_patient, Some(&appointment)),
-            422,
-            "$.appointmentId",
-        ),
-        (
-            "/v1/encounters",
-            &doc,
-            encounter_body(&patient, Some(&nobody)),
-            404,
-            "$.appointmentId",
-        ),
-        (
-            "/v1/encounters",
-            &doc,
-            encounter_body(&nobody, None),
-            404,
-            "$.patientId",
-        ),
+        Rule {
+            rule: "an encounter's class is an ActCode",
+            post: "/v1/encounters",
+            by: &doc,
+            body: with(start.clone(), "class.code", json!("WALKIN")),
+            status: 422,
+            field: "$.class.code",
+        },
+        Rule {
+            rule: "an encounter's class uses the ActCode system",
+            post: "/v1/encounters",
+            by: &doc,
+            body: with(start.clone(), "class.system", json!("urn:x")),
+            status: 422,
+            field: "$.class.system",
+        },
+        Rule {
+            rule: "an encounter cannot start in the future",
+            post: "/v1/encounters",
+            by: &doc,
+            body: with(start.clone(), "startedAt", json!(at_hours(3))),
+            status: 422,
+            field: "$.startedAt",
+        },
+        Rule {
+            rule: "an encounter's appointment is the same patient's",
+            post: "/v1/encounters",
+            by: &doc,
+            body: encounter_body(&other_patient, Some(&appointment)),
+            status: 422,
+            field: "$.appointmentId",
+        },
+        Rule {
+            rule: "an encounter's appointment exists",
+            post: "/v1/encounters",
+            by: &doc,
+            body: encounter_body(&patient, Some(&nobody)),
+            status: 404,
+            field: "$.appointmentId",
+        },
+        Rule {
+            rule: "an encounter is for a registered patient",
+            post: "/v1/encounters",
+            by: &doc,
+            body: encounter_body(&nobody, None),
+            status: 404,
+            field: "$.patientId",
+        },
         // Observations: LOINC, vital signs in their UCUM unit and plausible.
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, None, "8867-4", 72.0, "bpm"),
-            422,
-            "$.valueQuantity.unit",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, None, "8867-4", 400.0, "/min"),
-            422,
-            "$.valueQuantity.value",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, None, "8310-5", 98.6, "[degF]"),
-            422,
-            "$.valueQuantity.unit",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, None, "8310-5", 60.0, "Cel"),
-            422,
-            "$.valueQuantity.value",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, None, "29463-7", 154.0, "[lb_av]"),
-            422,
-            "$.valueQuantity.unit",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            with(
+        Rule {
+            rule: "a heart rate is in /min",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, None, "8867-4", 72.0, "bpm"),
+            status: 422,
+            field: "$.valueQuantity.unit",
+        },
+        Rule {
+            rule: "a heart rate is plausible",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, None, "8867-4", 400.0, "/min"),
+            status: 422,
+            field: "$.valueQuantity.value",
+        },
+        Rule {
+            rule: "a body temperature is in Cel",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, None, "8310-5", 98.6, "[degF]"),
+            status: 422,
+            field: "$.valueQuantity.unit",
+        },
+        Rule {
+            rule: "a body temperature is plausible",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, None, "8310-5", 60.0, "Cel"),
+            status: 422,
+            field: "$.valueQuantity.value",
+        },
+        Rule {
+            rule: "a body weight is in kg",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, None, "29463-7", 154.0, "[lb_av]"),
+            status: 422,
+            field: "$.valueQuantity.unit",
+        },
+        Rule {
+            rule: "an observation's code is LOINC",
+            post: "/v1/observations",
+            by: &doc,
+            body: with(
                 vital.clone(),
                 "code.system",
                 json!("http://snomed.info/sct"),
             ),
-            422,
-            "$.code.system",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            with(vital.clone(), "code.code", json!("8867-5")),
-            422,
-            "$.code.code",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            without(vital.clone(), "valueQuantity"),
-            422,
-            "$.valueQuantity",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&other_patient, Some(&encounter), "8867-4", 72.0, "/min"),
-            422,
-            "$.encounterId",
-        ),
-        (
-            "/v1/observations",
-            &doc,
-            vital_body(&patient, Some(&nobody), "8867-4", 72.0, "/min"),
-            404,
-            "$.encounterId",
-        ),
+            status: 422,
+            field: "$.code.system",
+        },
+        Rule {
+            rule: "a LOINC code has a valid check digit",
+            post: "/v1/observations",
+            by: &doc,
+            body: with(vital.clone(), "code.code", json!("8867-5")),
+            status: 422,
+            field: "$.code.code",
+        },
+        Rule {
+            rule: "a vital sign has a value",
+            post: "/v1/observations",
+            by: &doc,
+            body: without(vital.clone(), "valueQuantity"),
+            status: 422,
+            field: "$.valueQuantity",
+        },
+        Rule {
+            rule: "an observation's encounter is the same patient's",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&other_patient, Some(&encounter), "8867-4", 72.0, "/min"),
+            status: 422,
+            field: "$.encounterId",
+        },
+        Rule {
+            rule: "an observation's encounter exists",
+            post: "/v1/observations",
+            by: &doc,
+            body: vital_body(&patient, Some(&nobody), "8867-4", 72.0, "/min"),
+            status: 404,
+            field: "$.encounterId",
+        },
         // Prescriptions: RxNorm, FHIR status and intent.
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(
+        Rule {
+            rule: "a medication is coded in RxNorm",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(
                 rx.clone(),
                 "medication.system",
                 json!("http://snomed.info/sct"),
             ),
-            422,
-            "$.medication.system",
-        ),
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(rx.clone(), "medication.code", json!("lisinopril")),
-            422,
-            "$.medication.code",
-        ),
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(rx.clone(), "status", json!("ongoing")),
-            422,
-            "$.status",
-        ),
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(rx.clone(), "intent", json!("wish")),
-            422,
-            "$.intent",
-        ),
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(rx.clone(), "refills", json!(-1)),
-            422,
-            "$.refills",
-        ),
-        (
-            "/v1/medication-requests",
-            &doc,
-            with(rx.clone(), "patientId", json!(nobody)),
-            404,
-            "$.patientId",
-        ),
+            status: 422,
+            field: "$.medication.system",
+        },
+        Rule {
+            rule: "an RxNorm code is numeric",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(rx.clone(), "medication.code", json!("lisinopril")),
+            status: 422,
+            field: "$.medication.code",
+        },
+        Rule {
+            rule: "a prescription's status is a FHIR status",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(rx.clone(), "status", json!("ongoing")),
+            status: 422,
+            field: "$.status",
+        },
+        Rule {
+            rule: "a prescription's intent is a FHIR intent",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(rx.clone(), "intent", json!("wish")),
+            status: 422,
+            field: "$.intent",
+        },
+        Rule {
+            rule: "refills are not negative",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(rx.clone(), "refills", json!(-1)),
+            status: 422,
+            field: "$.refills",
+        },
+        Rule {
+            rule: "a prescription is for a registered patient",
+            post: "/v1/medication-requests",
+            by: &doc,
+            body: with(rx.clone(), "patientId", json!(nobody)),
+            status: 404,
+            field: "$.patientId",
+        },
         // Patients.
-        (
-            "/v1/patients",
-            &admin,
-            with(ada(), "gender", json!("f")),
-            422,
-            "$.gender",
-        ),
-        (
-            "/v1/patients",
-            &admin,
-            with(ada(), "birthDate", json!("2999-01-01")),
-            422,
-            "$.birthDate",
-        ),
-        (
-            "/v1/patients",
-            &admin,
-            with(
+        Rule {
+            rule: "gender is a FHIR administrative gender",
+            post: "/v1/patients",
+            by: &admin,
+            body: with(ada(), "gender", json!("f")),
+            status: 422,
+            field: "$.gender",
+        },
+        Rule {
+            rule: "a birth date is not in the future",
+            post: "/v1/patients",
+            by: &admin,
+            body: with(ada(), "birthDate", json!("2999-01-01")),
+            status: 422,
+            field: "$.birthDate",
+        },
+        Rule {
+            rule: "an identifier system is a URI",
+            post: "/v1/patients",
+            by: &admin,
+            body: with(
                 ada(),
                 "identifier",
                 json!([{"system": "ssn", "value": "1"}]),
             ),
-            422,
-            "$.identifier[0].system",
-        ),
-        (
-            "/v1/patients",
-            &admin,
-            with(ada(), "identifier", json!([])),
-            422,
-            "$.identifier",
-        ),
-        (
-            "/v1/patients",
-            &admin,
-            with(ada(), "preferredLanguage", json!("english")),
-            422,
-            "$.preferredLanguage",
-        ),
+            status: 422,
+            field: "$.identifier[0].system",
+        },
+        Rule {
+            rule: "a patient has at least one identifier",
+            post: "/v1/patients",
+            by: &admin,
+            body: with(ada(), "identifier", json!([])),
+            status: 422,
+            field: "$.identifier",
+        },
+        Rule {
+            rule: "a preferred language is a BCP 47 tag",
+            post: "/v1/patients",
+            by: &admin,
+            body: with(ada(), "preferredLanguage", json!("english")),
+            status: 422,
+            field: "$.preferredLanguage",
+        },
     ];
-    for (path, who, body, status, field) in cases {
-        let (s, answer) = send(&stack, Method::POST, path, who, &[], &body).await;
-        assert_eq!(s, status, "{path} {field}: {answer}");
+    for Rule {
+        rule,
+        post,
+        by,
+        body,
+        status,
+        field,
+    } in cases
+    {
+        let (s, answer) = send(&stack, Method::POST, post, by, &[], &body).await;
         let fields: Vec<&str> = answer["errors"]
             .as_array()
             .into_iter()
@@ -668,8 +719,8 @@ async fn every_rule_refuses_with_422_and_the_failing_field_and_writes_nothing() 
             .filter_map(|e| e["field"].as_str())
             .collect();
         assert!(
-            fields.contains(&field),
-            "{path}: expected {field}, got {answer}"
+            s == status && fields.contains(&field),
+            "rule \"{rule}\": POST {post} should be {status} naming {field}; got {s}: {answer}"
         );
     }
 
