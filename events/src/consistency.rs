@@ -2,11 +2,13 @@
 
 use uuid::Uuid;
 
+use crate::registry::Aggregate;
+
 /// "This aggregate has reached at least this version": `<aggregate type>:<id>:<version>`.
 /// Clients treat it as opaque.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsistencyToken {
-    pub aggregate_type: String,
+    pub aggregate: Aggregate,
     pub aggregate_id: Uuid,
     pub version: i64,
 }
@@ -16,7 +18,7 @@ impl std::fmt::Display for ConsistencyToken {
         write!(
             f,
             "{}:{}:{}",
-            self.aggregate_type, self.aggregate_id, self.version
+            self.aggregate, self.aggregate_id, self.version
         )
     }
 }
@@ -31,7 +33,7 @@ impl std::str::FromStr for ConsistencyToken {
             return Err(bad());
         };
         Ok(ConsistencyToken {
-            aggregate_type: kind.to_string(),
+            aggregate: kind.parse().map_err(|_| bad())?,
             aggregate_id: id.parse().map_err(|_| bad())?,
             version: version.parse().map_err(|_| bad())?,
         })
@@ -45,12 +47,17 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let token = ConsistencyToken {
-            aggregate_type: "patient".into(),
+            aggregate: Aggregate::Patient,
             aggregate_id: Uuid::nil(),
             version: 3,
         };
         assert_eq!(token.to_string().parse::<ConsistencyToken>(), Ok(token));
         assert!("patient:nope:1".parse::<ConsistencyToken>().is_err());
         assert!("x".parse::<ConsistencyToken>().is_err());
+        assert!(
+            format!("spaceship:{}:1", Uuid::nil())
+                .parse::<ConsistencyToken>()
+                .is_err()
+        );
     }
 }

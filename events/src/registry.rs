@@ -29,6 +29,14 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
+    pub const ALL: [Aggregate; 5] = [
+        Aggregate::Patient,
+        Aggregate::Appointment,
+        Aggregate::Encounter,
+        Aggregate::Observation,
+        Aggregate::MedicationRequest,
+    ];
+
     /// The name in the event store (`aggregate_type`) and in messages.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +46,16 @@ impl Aggregate {
             Aggregate::Observation => "observation",
             Aggregate::MedicationRequest => "medication_request",
         }
+    }
+}
+
+impl std::str::FromStr for Aggregate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Aggregate::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not an aggregate"))
     }
 }
 

@@ -134,7 +134,7 @@ mod tests {
 
     fn token() -> ConsistencyToken {
         ConsistencyToken {
-            aggregate_type: "patient".into(),
+            aggregate: events::registry::Aggregate::Patient,
             aggregate_id: uuid::Uuid::now_v7(),
             version: 3,
         }

@@ -191,7 +191,7 @@ async fn await_consistency(
         .open(&raw, &caller.claims.sub)
         .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
     // A record the caller may not read is not waited on: its resolver answers FORBIDDEN.
-    if token.aggregate_type != events::registry::Aggregate::Patient.as_str()
+    if token.aggregate != events::registry::Aggregate::Patient
         || platform::access::read_denial(caller, token.aggregate_id).is_some()
     {
         return Ok(());

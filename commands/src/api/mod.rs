@@ -339,8 +339,18 @@ fn respond(stored: StoredResponse) -> Response {
 }
 
 /// Parses the typed body into a valid command, or a 422 with every failing field.
-pub(crate) fn valid<T>(parsed: Result<T, Vec<FieldError>>) -> Result<T, Problem> {
-    parsed.map_err(Problem::validation)
+pub(crate) fn valid<T>(parsed: Result<T, Vec<crate::domain::FieldError>>) -> Result<T, Problem> {
+    parsed.map_err(broken_rules)
+}
+
+/// The 422 problem for members that break the domain's rules.
+fn broken_rules(errors: Vec<crate::domain::FieldError>) -> Problem {
+    Problem::validation(
+        errors
+            .into_iter()
+            .map(|e| FieldError::new(e.field, e.message))
+            .collect(),
+    )
 }
 
 /// A failed store call: 422 for a value PostgreSQL cannot hold (SQLSTATE class 22, data
@@ -374,7 +384,7 @@ pub(crate) fn rejected(aggregate: &str, rejection: Rejection, version: i64) -> P
     match rejection {
         Rejection::NotFound(detail) => Problem::not_found(detail),
         Rejection::AlreadyExists(_) => conflict(aggregate, version),
-        rule @ Rejection::Rule { .. } => Problem::validation(rule.field_errors()),
+        rule @ Rejection::Rule { .. } => broken_rules(rule.field_errors()),
     }
 }
 
@@ -625,7 +635,7 @@ impl<A: Aggregate> Execution<'_, A> {
         let events = new_events(id, version, &decided, meta);
         let new_version = version + events.len() as i64;
         let token = ConsistencyToken {
-            aggregate_type: A::TYPE.to_string(),
+            aggregate: A::KIND,
             aggregate_id: id,
             version: new_version,
         };

@@ -1,11 +1,11 @@
 //! The Appointment aggregate: ScheduleAppointment, CancelAppointment, and fulfilment by the
 //! encounter that starts from it.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::appointment::{AppointmentCancelled, AppointmentScheduled};
 use events::clinical::Coding;
-use platform::problem::FieldError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -166,7 +166,7 @@ pub struct Appointment {
 }
 
 impl Aggregate for Appointment {
-    const TYPE: &'static str = events::registry::Aggregate::Appointment.as_str();
+    const KIND: events::registry::Aggregate = events::registry::Aggregate::Appointment;
     type Event = AppointmentEvent;
     type Command = AppointmentCommand;
 

@@ -1,9 +1,9 @@
 //! The Encounter aggregate: StartEncounter and CompleteEncounter.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::clinical::{ACT_CODE, Coding};
 use events::encounter::{EncounterCompleted, EncounterStarted};
-use platform::problem::FieldError;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -135,7 +135,7 @@ pub struct Encounter {
 }
 
 impl Aggregate for Encounter {
-    const TYPE: &'static str = events::registry::Aggregate::Encounter.as_str();
+    const KIND: events::registry::Aggregate = events::registry::Aggregate::Encounter;
     type Event = EncounterEvent;
     type Command = EncounterCommand;
 

@@ -1,10 +1,10 @@
 //! The MedicationRequest aggregate: PrescribeMedication, with RxNorm codes and status and intent
 //! from the FHIR value sets.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::clinical::{Coding, Quantity, RXNORM};
 use events::medication::{Dosage, MedicationPrescribed};
-use platform::problem::FieldError;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -207,7 +207,7 @@ pub struct MedicationRequest {
 }
 
 impl Aggregate for MedicationRequest {
-    const TYPE: &'static str = events::registry::Aggregate::MedicationRequest.as_str();
+    const KIND: events::registry::Aggregate = events::registry::Aggregate::MedicationRequest;
     type Event = MedicationEvent;
     type Command = MedicationCommand;
 

@@ -9,7 +9,24 @@ pub mod patient;
 pub mod validate;
 
 use chrono::{DateTime, Utc};
-use platform::problem::FieldError;
+
+/// A member of a command that breaks a rule: its JSON path (e.g. `$.identifier[0].system`)
+/// and why. The API turns these into the `errors` of a 422 problem; the domain knows nothing
+/// of HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Why a command was refused by an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +70,10 @@ pub trait AggregateEvent: Sized {
 
 /// An event-sourced aggregate.
 pub trait Aggregate: Sized + Clone {
-    /// Name of the aggregate type in the event store and consistency tokens.
-    const TYPE: &'static str;
+    /// Which aggregate this is (its name is the event store's `aggregate_type`).
+    const KIND: events::registry::Aggregate;
+    /// The aggregate's name, e.g. `appointment`.
+    const TYPE: &'static str = Self::KIND.as_str();
     type Event: AggregateEvent;
     type Command;
 

@@ -1,10 +1,10 @@
 //! The Observation aggregate: RecordObservation, with LOINC codes and, for vital signs, their
 //! UCUM unit and a physiologically plausible range.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::clinical::{Coding, LOINC, Quantity};
 use events::observation::ObservationCreated;
-use platform::problem::FieldError;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -281,7 +281,7 @@ pub struct Observation {
 }
 
 impl Aggregate for Observation {
-    const TYPE: &'static str = events::registry::Aggregate::Observation.as_str();
+    const KIND: events::registry::Aggregate = events::registry::Aggregate::Observation;
     type Event = ObservationEvent;
     type Command = ObservationCommand;
 

@@ -1,12 +1,12 @@
 //! The Patient aggregate: request bodies parsed into valid demographics at the edge, and the
 //! pure `decide`/`apply` functions that hold the rules.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, NaiveDate, Utc};
 use events::patient::{
     Address, ContactPoint, Demographics, Gender, HumanName, Identifier, PatientCreated,
     PatientUpdated,
 };
-use platform::problem::FieldError;
 use serde::Deserialize;
 
 use super::validate::Checker;
@@ -335,7 +335,7 @@ pub struct Patient {
 }
 
 impl Aggregate for Patient {
-    const TYPE: &'static str = events::registry::Aggregate::Patient.as_str();
+    const KIND: events::registry::Aggregate = events::registry::Aggregate::Patient;
     type Event = PatientEvent;
     type Command = PatientCommand;
 

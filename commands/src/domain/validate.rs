@@ -1,8 +1,8 @@
 //! Parsing request members into valid values, collecting every failing field with its JSON path.
 
+use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::clinical::{Coding, Quantity, UCUM};
-use platform::problem::FieldError;
 use serde::Deserialize;
 use uuid::Uuid;
 
