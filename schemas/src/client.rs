@@ -8,7 +8,15 @@ use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_sc
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use crate::catalog::{SCHEMAS, compatibility_for};
-use crate::registry::auth::{DEV_PASSWORD, DEV_USER, USER_INFO_ENV};
+
+/// The setting a client's credential comes from (`user:password`, as Confluent clients'
+/// `basic.auth.user.info`).
+pub const USER_INFO_ENV: &str = "HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO";
+/// The documented development user, accepted only with `HEALTHPLANE_DEV_MODE=1` and no users
+/// configured. Public: never use it for a registry that holds real schemas.
+pub const DEV_USER: &str = "healthplane";
+/// The documented development password (public, see [`DEV_USER`]).
+pub const DEV_PASSWORD: &str = "healthplane-dev-registry-password";
 
 /// The outcome of registering one topic's schema.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,8 @@
-//! Confluent's compatibility levels, a closed set with one spelling each.
+//! Confluent's compatibility levels, a closed set with one spelling each, and the check of a
+//! new schema version against the earlier ones under a level.
+
+use apache_avro::Schema;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 
 /// How a subject's new schema versions must relate to the earlier ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +95,40 @@ impl std::str::FromStr for Level {
                 )
             })
     }
+}
+
+/// Checks `new` against the subject's earlier schemas (oldest first) under `level`.
+pub fn check_compatibility(level: Level, new: &Schema, earlier: &[Schema]) -> Result<(), String> {
+    let targets: &[Schema] = match (level, earlier.last()) {
+        (Level::None, _) | (_, None) => return Ok(()),
+        (l, Some(_)) if l.is_transitive() => earlier,
+        (_, Some(_)) => &earlier[earlier.len() - 1..],
+    };
+    let (backward, forward) = (level.backward(), level.forward());
+    let reads = |writer: &Schema, reader: &Schema, what: &str| match SchemaCompatibility::can_read(
+        writer, reader,
+    ) {
+        Ok(Compatibility::Full) => Ok(()),
+        Ok(other) => Err(format!("{what}: {other:?} compatibility only")),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    for old in targets {
+        if backward {
+            reads(
+                old,
+                new,
+                "the new schema cannot read data written with an earlier one",
+            )?;
+        }
+        if forward {
+            reads(
+                new,
+                old,
+                "an earlier schema cannot read data written with the new one",
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@
 use apache_avro::Schema;
 
 use crate::catalog::{SCHEMAS, compatibility_for, versions};
-use crate::compatibility::Level;
-use crate::registry::store::check_compatibility;
+use crate::compatibility::{Level, check_compatibility};
 
 /// Checks that each released version of each topic is compatible with its earlier versions
 /// under the subject's level; returns every violation.

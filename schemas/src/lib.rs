@@ -10,6 +10,5 @@ pub mod compatibility;
 pub mod contract;
 pub mod docs;
 pub mod json_avro;
-pub mod registry;
 
 pub use codec::{CodecError, EventCodec};

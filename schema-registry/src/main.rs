@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use platform::metrics::Metrics;
-use schemas::registry::{self, auth::Users, store::Store};
+use schema_registry::{self as registry, auth::Users, store::Store};
 
 #[derive(Debug, Parser)]
 #[command(

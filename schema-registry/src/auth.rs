@@ -17,18 +17,12 @@ use base64::engine::general_purpose::STANDARD;
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
+use schemas::client::{DEV_PASSWORD, DEV_USER};
+
 use super::RegistryError;
 
 /// The setting that holds the registry's users: comma-separated `user:password` pairs.
 pub const USERS_ENV: &str = "HEALTHPLANE_SCHEMA_REGISTRY_USERS";
-/// The setting a client's credential comes from (`user:password`, as Confluent clients'
-/// `basic.auth.user.info`).
-pub const USER_INFO_ENV: &str = "HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO";
-/// The documented development user, accepted only with `HEALTHPLANE_DEV_MODE=1` and no users
-/// configured. Public: never use it for a registry that holds real schemas.
-pub const DEV_USER: &str = "healthplane";
-/// The documented development password (public, see [`DEV_USER`]).
-pub const DEV_PASSWORD: &str = "healthplane-dev-registry-password";
 /// The shortest password accepted.
 pub const MIN_PASSWORD_BYTES: usize = 16;
 /// The challenge a refused write is answered with.

@@ -8,7 +8,7 @@ mod encoder;
 use std::sync::Arc;
 
 use platform::metrics::Metrics;
-use schemas::registry::{self, auth::Users, store::Store};
+use schema_registry::{self as registry, auth::Users, store::Store};
 use serde_json::{Value as Json, json};
 
 /// The registry's users in these tests.

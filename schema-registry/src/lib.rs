@@ -20,7 +20,7 @@ use serde_json::json;
 
 use store::{Store, StoreError, ValidSchema, VersionSelector};
 
-use crate::compatibility::Level;
+use schemas::compatibility::Level;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 

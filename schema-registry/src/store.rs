@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::compatibility::Level;
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use platform::db::Migration;
+use schemas::compatibility::{Level, check_compatibility};
 use sqlx::PgPool;
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -162,40 +161,6 @@ fn sorted(json: &serde_json::Value) -> serde_json::Value {
         }
         other => other.clone(),
     }
-}
-
-/// Checks `new` against the subject's earlier schemas (oldest first) under `level`.
-pub fn check_compatibility(level: Level, new: &Schema, earlier: &[Schema]) -> Result<(), String> {
-    let targets: &[Schema] = match (level, earlier.last()) {
-        (Level::None, _) | (_, None) => return Ok(()),
-        (l, Some(_)) if l.is_transitive() => earlier,
-        (_, Some(_)) => &earlier[earlier.len() - 1..],
-    };
-    let (backward, forward) = (level.backward(), level.forward());
-    let reads = |writer: &Schema, reader: &Schema, what: &str| match SchemaCompatibility::can_read(
-        writer, reader,
-    ) {
-        Ok(Compatibility::Full) => Ok(()),
-        Ok(other) => Err(format!("{what}: {other:?} compatibility only")),
-        Err(e) => Err(format!("{what}: {e}")),
-    };
-    for old in targets {
-        if backward {
-            reads(
-                old,
-                new,
-                "the new schema cannot read data written with an earlier one",
-            )?;
-        }
-        if forward {
-            reads(
-                new,
-                old,
-                "an earlier schema cannot read data written with the new one",
-            )?;
-        }
-    }
-    Ok(())
 }
 
 /// The registry's PostgreSQL store.
