@@ -18,6 +18,30 @@ pub mod state;
 pub use runner::{Projection, Record};
 
 /// The projections, by name.
+/// Which read model, and where it and the event store are (shared by the projector and the
+/// replay tool's rebuild).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectionArgs {
+    /// The read model.
+    #[arg(long, value_enum)]
+    pub projection: Kind,
+    /// The read model's database (default: the projection's service database).
+    #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The event store, read (never written) to rebuild the read model.
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    pub event_store_url: String,
+}
+
+impl ProjectionArgs {
+    /// The read model's database URL: the one given, else `projection`'s service database.
+    pub fn database_url<P: Projection>(&self, projection: &P) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| platform::config::default_database_url(projection.database()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     Patient,

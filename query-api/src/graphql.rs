@@ -217,6 +217,29 @@ fn parse_cursor(cursor: &str) -> async_graphql::Result<Uuid> {
         .ok_or_else(|| coded("`after` is not a cursor from this API", "BAD_USER_INPUT"))
 }
 
+/// Audits a refused access (best effort: the refusal stands either way) and returns the
+/// `FORBIDDEN` error.
+async fn denied(
+    request: &RequestData,
+    patient: Uuid,
+    action: AccessAction,
+    resource_ids: Vec<String>,
+    reason: &'static str,
+) -> async_graphql::Error {
+    let _ = request
+        .audit
+        .record(
+            patient,
+            action,
+            "Patient",
+            resource_ids,
+            AccessOutcome::Denied,
+            Some(reason.into()),
+        )
+        .await;
+    coded(reason, "FORBIDDEN")
+}
+
 /// The cost of a connection field: its selection once per item of the page.
 fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
@@ -234,18 +257,14 @@ impl Query {
             .parse()
             .map_err(|_| coded("`id` is not a patient id", "BAD_USER_INPUT"))?;
         if let Some(reason) = access::read_denial(&request.caller, id) {
-            let _ = request
-                .audit
-                .record(
-                    id,
-                    AccessAction::Read,
-                    "Patient",
-                    vec![id.to_string()],
-                    AccessOutcome::Denied,
-                    Some(reason.into()),
-                )
-                .await;
-            return Err(coded(reason, "FORBIDDEN"));
+            return Err(denied(
+                request,
+                id,
+                AccessAction::Read,
+                vec![id.to_string()],
+                reason,
+            )
+            .await);
         }
         let Some(row) = ctx.data::<Patients>()?.get(id).await.map_err(unavailable)? else {
             return Ok(None);
@@ -294,20 +313,11 @@ impl Query {
         let only = match access::compartment(caller) {
             Ok(access::Compartment::All) => None,
             Ok(access::Compartment::Only(own)) => Some(own),
+            // No patient was touched: the denial is recorded against the nil patient id.
             Err(reason) => {
-                // No patient was touched: the denial is recorded against the nil patient id.
-                let _ = request
-                    .audit
-                    .record(
-                        Uuid::nil(),
-                        AccessAction::Search,
-                        "Patient",
-                        vec![],
-                        AccessOutcome::Denied,
-                        Some(reason.into()),
-                    )
-                    .await;
-                return Err(coded(reason, "FORBIDDEN"));
+                return Err(
+                    denied(request, Uuid::nil(), AccessAction::Search, vec![], reason).await,
+                );
             }
         };
         let search = PatientSearch {

@@ -5,19 +5,13 @@
 use std::time::{Duration, Instant};
 
 use projections::rebuild::{Progress, RebuildOptions, rebuild};
-use projections::{Kind, Projection, with_projection};
+use projections::{Projection, ProjectionArgs, with_projection};
 
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
-    /// The read model to rebuild.
-    #[arg(long, value_enum)]
-    projection: Kind,
-    /// The read model's database (default: the projection's service database).
-    #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
-    database_url: Option<String>,
-    /// The event store.
-    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
-    event_store_url: String,
+    /// The read model to rebuild, its database and the event store.
+    #[command(flatten)]
+    model: ProjectionArgs,
     /// Events applied per transaction.
     #[arg(long, default_value_t = 5_000)]
     batch_size: i64,
@@ -27,17 +21,16 @@ pub struct RebuildArgs {
 }
 
 pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
-    with_projection!(args.projection, |projection| run_for(projection, &args)
-        .await)
+    with_projection!(args.model.projection, |projection| run_for(
+        projection, &args
+    )
+    .await)
 }
 
 async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Result<()> {
     let options = RebuildOptions {
-        database_url: args
-            .database_url
-            .clone()
-            .unwrap_or_else(|| platform::config::default_database_url(projection.database())),
-        event_store_url: args.event_store_url.clone(),
+        database_url: args.model.database_url(&projection),
+        event_store_url: args.model.event_store_url.clone(),
         batch_size: args.batch_size,
         restart: args.restart,
         reset_offsets: Default::default(),

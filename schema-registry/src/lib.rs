@@ -291,34 +291,35 @@ async fn versions(
     ))
 }
 
-async fn version(
-    State(state): State<AppState>,
-    Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
-) -> Answer {
-    let found = state
-        .store
-        .version(&subject, version.parse()?, flags.deleted)
-        .await?;
+/// `GET /subjects/{subject}/versions/{version}`: the version with its schema.
+async fn version(state: State<AppState>, path: VersionPath, flags: Query<Flags>) -> Answer {
+    let found = found_version(state, path, flags).await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::to_value(found).unwrap_or_default(),
     ))
 }
 
-async fn version_schema(
-    State(state): State<AppState>,
-    Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
-) -> Answer {
-    let found = state
-        .store
-        .version(&subject, version.parse()?, flags.deleted)
-        .await?;
+/// `GET /subjects/{subject}/versions/{version}/schema`: the schema alone.
+async fn version_schema(state: State<AppState>, path: VersionPath, flags: Query<Flags>) -> Answer {
+    let found = found_version(state, path, flags).await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::from_str(&found.schema).unwrap_or_default(),
     ))
+}
+
+type VersionPath = Path<(String, String)>;
+
+async fn found_version(
+    State(state): State<AppState>,
+    Path((subject, version)): VersionPath,
+    Query(flags): Query<Flags>,
+) -> Result<store::SubjectVersion, RegistryError> {
+    Ok(state
+        .store
+        .version(&subject, version.parse()?, flags.deleted)
+        .await?)
 }
 
 async fn delete_subject(

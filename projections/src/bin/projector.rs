@@ -7,21 +7,15 @@ use clap::Parser;
 use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
 use projections::runner::{self, RunnerConfig, RunnerMetrics};
-use projections::{Kind, Projection, with_projection};
+use projections::{Projection, ProjectionArgs, with_projection};
 
 #[derive(Debug, Parser)]
 #[command(name = "projector", version, about = "Healthplane projector worker")]
 struct Args {
-    /// The read model to maintain.
-    #[arg(long, value_enum)]
-    projection: Kind,
-    /// The read model's database (default: the projection's service database).
-    #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
-    database_url: Option<String>,
-    /// The event store, read (never written) to rebuild the read model when the broker's log
-    /// lost events it had not applied (offsets outside the log).
-    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
-    event_store_url: String,
+    /// The read model to maintain, its database, and the event store it is rebuilt from
+    /// when the broker's log lost events it had not applied (offsets outside the log).
+    #[command(flatten)]
+    model: ProjectionArgs,
     /// Address of `/health/*` and `/metrics`.
     #[arg(
         long,
@@ -43,14 +37,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("projector");
     let args = Args::parse();
-    with_projection!(args.projection, |projection| run(projection, args).await)
+    with_projection!(args.model.projection, |projection| run(projection, args)
+        .await)
 }
 
 async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| platform::config::default_database_url(projection.database()));
+    let url = args.model.database_url(&projection);
     let pool = platform::db::connect_schema(&url, platform::db::READ_MODEL_SCHEMA, 4).await?;
     let metrics = Arc::new(Metrics::default());
     let runner_metrics = RunnerMetrics::register(&metrics);
@@ -60,7 +52,7 @@ async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
         registry_url: args.kafka.schema_registry_url.clone(),
         max_batch: args.max_batch,
         database_url: url.clone(),
-        event_store_url: args.event_store_url.clone(),
+        event_store_url: args.model.event_store_url.clone(),
     };
     let ready = {
         let pool = pool.clone();
