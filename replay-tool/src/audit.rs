@@ -158,21 +158,26 @@ fn row(a: &PhiAccessed) -> [String; 13] {
     ]
 }
 
-/// One CSV cell (RFC 4180 quoting). A cell a spreadsheet would run as a formula (starting
-/// with `=`, `+`, `-`, `@`, a tab or a carriage return; OWASP's CSV injection advice) is
-/// prefixed with `'`, so an attacker-chosen user agent or detail cannot run in an auditor's
-/// spreadsheet.
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
+/// A CSV cell's text: a cell a spreadsheet would run as a formula (starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return; OWASP's CSV injection advice) is prefixed with `'`,
+/// so an attacker-chosen user agent or detail cannot run in an auditor's spreadsheet. The
+/// `csv` writer does the RFC 4180 quoting.
+fn neutralised(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}").into()
     } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
+        s.into()
     }
+}
+
+/// The accesses as CSV, with a header row.
+fn csv(accesses: &[PhiAccessed]) -> anyhow::Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(COLUMNS)?;
+    for a in accesses {
+        writer.write_record(row(a).iter().map(|cell| neutralised(cell).into_owned()))?;
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
 }
 
 fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
@@ -182,19 +187,7 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(a)?);
             }
         }
-        Format::Csv => {
-            println!("{}", COLUMNS.join(","));
-            for a in accesses {
-                println!(
-                    "{}",
-                    row(a)
-                        .iter()
-                        .map(|f| csv_field(f))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-            }
-        }
+        Format::Csv => print!("{}", csv(accesses)?),
         Format::Table => {
             let rows: Vec<[String; 13]> = accesses.iter().map(row).collect();
             let mut widths = COLUMNS.map(str::len);
@@ -229,17 +222,25 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::csv_field;
+    use super::neutralised;
+
+    fn cell(s: &str) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record([neutralised(s).as_ref()]).unwrap();
+        String::from_utf8(writer.into_inner().unwrap())
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
 
     #[test]
     fn formula_cells_are_neutralised_and_quoting_still_holds() {
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("+1"), "'+1");
-        assert_eq!(csv_field("-2+3"), "'-2+3");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_field("\tx"), "'\tx");
-        assert_eq!(csv_field("TREAT"), "TREAT");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field(""), "");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("+1"), "'+1");
+        assert_eq!(cell("-2+3"), "'-2+3");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("\tx"), "'\tx");
+        assert_eq!(cell("TREAT"), "TREAT");
+        assert_eq!(cell("a,b"), "\"a,b\"");
     }
 }
