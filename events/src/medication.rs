@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::DomainEvent;
 use crate::catalog::MEDICATION_PRESCRIBED;
-use crate::clinical::{Coding, Quantity, RXNORM};
+use crate::clinical::{Coding, MedicationRequestIntent, MedicationRequestStatus, Quantity, RXNORM};
 use crate::{examples, registry};
 
 /// How the medication is to be taken (FHIR Dosage).
@@ -34,10 +34,10 @@ pub struct MedicationPrescribed {
     pub medication: Coding,
     /// FHIR medicationrequest-status: active | on-hold | cancelled | completed |
     /// entered-in-error | stopped | draft | unknown
-    pub status: String,
+    pub status: MedicationRequestStatus,
     /// FHIR medicationrequest-intent: proposal | plan | order | original-order | reflex-order |
     /// filler-order | instance-order | option
-    pub intent: String,
+    pub intent: MedicationRequestIntent,
     pub dosage: Option<Dosage>,
     /// Amount to dispense.
     pub dispense_quantity: Option<Quantity>,
@@ -60,8 +60,8 @@ impl DomainEvent for MedicationPrescribed {
                 patient_id: examples::EXAMPLE_PATIENT,
                 encounter_id: Some(Uuid::from_u128(0x0190_a0e4_7000_7000_8000_0000_0000_0e01)),
                 medication: examples::coding(RXNORM, "314076", "lisinopril 10 MG Oral Tablet"),
-                status: "active".into(),
-                intent: "order".into(),
+                status: MedicationRequestStatus::Active,
+                intent: MedicationRequestIntent::Order,
                 dosage: Some(Dosage {
                     text: "10 mg once a day".into(),
                     dose: Some(examples::ucum(10.0, "mg")),

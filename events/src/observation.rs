@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::DomainEvent;
 use crate::catalog::OBSERVATION_CREATED;
-use crate::clinical::{Coding, LOINC, Quantity};
+use crate::clinical::{Coding, LOINC, ObservationStatus, Quantity};
 use crate::{examples, registry};
 
 /// An observation was recorded.
@@ -16,7 +16,7 @@ pub struct ObservationCreated {
     pub encounter_id: Option<Uuid>,
     /// FHIR ObservationStatus: registered | preliminary | final | amended | corrected |
     /// cancelled | entered-in-error | unknown
-    pub status: String,
+    pub status: ObservationStatus,
     /// FHIR observation category, e.g. `vital-signs`, `laboratory`.
     pub category: String,
     /// What was observed: a LOINC code, e.g. 8867-4 "Heart rate".
@@ -44,7 +44,7 @@ impl DomainEvent for ObservationCreated {
             payload: ObservationCreated {
                 patient_id: examples::EXAMPLE_PATIENT,
                 encounter_id: Some(Uuid::from_u128(0x0190_a0e4_7000_7000_8000_0000_0000_0e01)),
-                status: "final".into(),
+                status: ObservationStatus::Final,
                 category: "vital-signs".into(),
                 code: examples::coding(LOINC, "8867-4", "Heart rate"),
                 value_quantity: Some(examples::ucum(72.0, "/min")),

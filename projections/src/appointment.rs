@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::appointment::{AppointmentCancelled, AppointmentScheduled};
+use events::clinical::AppointmentStatus;
 use events::clinical::Coding;
 use events::patient::{PatientCreated, PatientUpdated};
 use events::registry::{EventKind, kind};
@@ -50,7 +51,7 @@ pub struct AppointmentRow {
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
     /// booked | cancelled
-    pub status: String,
+    pub status: AppointmentStatus,
     pub service_type: Option<Coding>,
     pub description: Option<String>,
     pub cancel_reason: Option<String>,
@@ -101,7 +102,7 @@ impl StateModel for Appointments {
                     practitioner_id: e.practitioner_id,
                     start_at: e.start,
                     end_at: e.end,
-                    status: "booked".into(),
+                    status: AppointmentStatus::Booked,
                     service_type: e.service_type,
                     description: e.description,
                     cancel_reason: None,
@@ -112,7 +113,7 @@ impl StateModel for Appointments {
             (AppointmentCancelled::EVENT_TYPE, Some(row)) => {
                 let e: AppointmentCancelled = event.payload()?;
                 Ok(AppointmentRow {
-                    status: "cancelled".into(),
+                    status: AppointmentStatus::Cancelled,
                     cancel_reason: Some(e.reason),
                     updated_at: at,
                     ..row

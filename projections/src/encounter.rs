@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
+use events::clinical::EncounterStatus;
 use events::encounter::{EncounterCompleted, EncounterStarted};
 use events::registry::{EventKind, kind};
 use platform::db::Migration;
@@ -40,7 +41,7 @@ pub struct EncounterRow {
     pub class_code: String,
     pub class_display: Option<String>,
     /// in-progress | finished
-    pub status: String,
+    pub status: EncounterStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
@@ -88,7 +89,7 @@ impl StateModel for Encounters {
                     appointment_id: e.appointment_id,
                     class_code: e.encounter_class.code,
                     class_display: e.encounter_class.display,
-                    status: "in-progress".into(),
+                    status: EncounterStatus::InProgress,
                     started_at: e.started_at,
                     ended_at: None,
                     reason: e.reason,
@@ -99,7 +100,7 @@ impl StateModel for Encounters {
             (EncounterCompleted::EVENT_TYPE, Some(row)) => {
                 let e: EncounterCompleted = event.payload()?;
                 Ok(EncounterRow {
-                    status: "finished".into(),
+                    status: EncounterStatus::Finished,
                     ended_at: Some(e.ended_at),
                     discharge_disposition: e.discharge_disposition,
                     updated_at: at,

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use events::clinical::Coding;
+use events::clinical::ObservationStatus;
 use events::observation::ObservationCreated;
 use events::registry::{EventKind, kind};
 use platform::db::Migration;
@@ -40,7 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub struct ObservationRow {
     pub patient_id: Uuid,
     pub encounter_id: Option<Uuid>,
-    pub status: String,
+    pub status: ObservationStatus,
     pub category: String,
     pub code_system: String,
     pub code: String,

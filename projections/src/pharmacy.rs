@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use events::clinical::Quantity;
+use events::clinical::{MedicationRequestIntent, MedicationRequestStatus};
 use events::medication::{Dosage, MedicationPrescribed};
 use events::registry::{EventKind, kind};
 use platform::db::Migration;
@@ -40,8 +41,8 @@ pub struct MedicationRequestRow {
     pub medication_system: String,
     pub medication_code: String,
     pub medication_display: Option<String>,
-    pub status: String,
-    pub intent: String,
+    pub status: MedicationRequestStatus,
+    pub intent: MedicationRequestIntent,
     pub dosage: Option<Dosage>,
     pub dispense_quantity: Option<Quantity>,
     pub refills: Option<i32>,

@@ -3,7 +3,9 @@
 
 use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
-use events::clinical::{Coding, Quantity, RXNORM};
+use events::clinical::{
+    Coding, MedicationRequestIntent, MedicationRequestStatus, Quantity, RXNORM,
+};
 use events::medication::{Dosage, MedicationPrescribed};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -11,28 +13,6 @@ use uuid::Uuid;
 use super::validate::{Checker, CodingBody, QuantityBody};
 use super::{Aggregate, Rejection, published_events};
 
-/// FHIR medicationrequest-status.
-pub const STATUSES: [&str; 8] = [
-    "active",
-    "on-hold",
-    "cancelled",
-    "completed",
-    "entered-in-error",
-    "stopped",
-    "draft",
-    "unknown",
-];
-/// FHIR medicationrequest-intent.
-pub const INTENTS: [&str; 8] = [
-    "proposal",
-    "plan",
-    "order",
-    "original-order",
-    "reflex-order",
-    "filler-order",
-    "instance-order",
-    "option",
-];
 /// UCUM units of time for a dosage period.
 pub const PERIOD_UNITS: [&str; 7] = ["s", "min", "h", "d", "wk", "mo", "a"];
 pub const MAX_REFILLS: i64 = 99;
@@ -69,8 +49,8 @@ pub struct NewPrescription {
     pub patient_id: Uuid,
     pub encounter_id: Option<Uuid>,
     pub medication: Coding,
-    pub status: String,
-    pub intent: String,
+    pub status: MedicationRequestStatus,
+    pub intent: MedicationRequestIntent,
     pub dosage: Option<Dosage>,
     pub dispense_quantity: Option<Quantity>,
     pub refills: Option<i32>,
@@ -147,14 +127,16 @@ pub fn parse_prescription(body: &PrescribeBody) -> Result<NewPrescription, Vec<F
             ),
         );
     }
-    let status = match &body.status {
-        None => Some("active".to_string()),
-        s => c.one_of("$.status", s.as_ref(), &STATUSES),
-    };
-    let intent = match &body.intent {
-        None => Some("order".to_string()),
-        s => c.one_of("$.intent", s.as_ref(), &INTENTS),
-    };
+    let status = c.code(
+        "$.status",
+        body.status.as_ref(),
+        MedicationRequestStatus::Active,
+    );
+    let intent = c.code(
+        "$.intent",
+        body.intent.as_ref(),
+        MedicationRequestIntent::Order,
+    );
     let dosage = body.dosage.as_ref().map(|d| dosage(&mut c, d));
     let dispense_quantity = body.dispense_quantity.as_ref().and_then(|q| {
         let q = c.quantity("$.dispenseQuantity", q);
@@ -203,7 +185,7 @@ published_events!(MedicationEvent { Prescribed(MedicationPrescribed) });
 #[derive(Debug, Clone, PartialEq)]
 pub struct MedicationRequest {
     pub patient_id: Uuid,
-    pub status: String,
+    pub status: MedicationRequestStatus,
 }
 
 impl Aggregate for MedicationRequest {
@@ -215,7 +197,7 @@ impl Aggregate for MedicationRequest {
         let MedicationEvent::Prescribed(e) = event;
         Some(MedicationRequest {
             patient_id: e.patient_id,
-            status: e.status.clone(),
+            status: e.status,
         })
     }
 

@@ -3,7 +3,7 @@
 
 use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
-use events::clinical::{Coding, LOINC, Quantity};
+use events::clinical::{Coding, LOINC, ObservationStatus, Quantity};
 use events::observation::ObservationCreated;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -95,7 +95,13 @@ pub const VITAL_SIGNS: [VitalSign; 10] = [
     },
 ];
 
-pub const STATUSES: [&str; 4] = ["registered", "preliminary", "final", "amended"];
+/// The statuses an observation may be recorded with (the others come with later changes).
+pub const RECORDABLE: [ObservationStatus; 4] = [
+    ObservationStatus::Registered,
+    ObservationStatus::Preliminary,
+    ObservationStatus::Final,
+    ObservationStatus::Amended,
+];
 pub const CATEGORIES: [&str; 9] = [
     "vital-signs",
     "laboratory",
@@ -128,7 +134,7 @@ pub struct RecordBody {
 pub struct NewObservation {
     pub patient_id: Uuid,
     pub encounter_id: Option<Uuid>,
-    pub status: String,
+    pub status: ObservationStatus,
     pub category: String,
     pub code: Coding,
     pub value: ObservationValue,
@@ -150,10 +156,21 @@ pub fn parse_record(
     let mut c = Checker::default();
     let patient_id = c.uuid("$.patientId", body.patient_id.as_ref());
     let encounter_id = c.optional_uuid("$.encounterId", body.encounter_id.as_ref());
-    let status = match &body.status {
-        None => Some("final".to_string()),
-        s => c.one_of("$.status", s.as_ref(), &STATUSES),
-    };
+    let status = c
+        .code("$.status", body.status.as_ref(), ObservationStatus::Final)
+        .filter(|status| {
+            let recordable = RECORDABLE.contains(status);
+            if !recordable {
+                c.fail(
+                    "$.status",
+                    format!(
+                        "`{status}` is not one of {}",
+                        RECORDABLE.map(ObservationStatus::as_str).join(", ")
+                    ),
+                );
+            }
+            recordable
+        });
     let code = c.coding("$.code", body.code.as_ref(), Some(LOINC));
     if let Some(bad) = code.as_ref().filter(|k| !is_loinc(&k.code)) {
         c.fail(

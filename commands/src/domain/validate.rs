@@ -136,6 +136,22 @@ impl Checker {
         }
     }
 
+    /// A code of the closed set `T` (e.g. a FHIR status), or `default` when absent.
+    pub fn code<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        field: &str,
+        value: Option<&String>,
+        default: T,
+    ) -> Option<T> {
+        if value.is_none() {
+            return Some(default);
+        }
+        let text = self.text(field, value)?;
+        text.parse()
+            .map_err(|message| self.fail(field, message))
+            .ok()
+    }
+
     /// A coding; `system` must equal `expected_system` when one is given.
     pub fn coding(
         &mut self,
