@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::Secret;
 use crate::problem::Problem;
 
 /// The documented development secret, used only when `HEALTHPLANE_DEV_MODE=1` asks for it and
@@ -65,23 +66,24 @@ pub fn dev_mode() -> bool {
     std::env::var("HEALTHPLANE_DEV_MODE").is_ok_and(|v| v == "1" || v == "true")
 }
 
-/// The HS256 secret: `HEALTHPLANE_JWT_SECRET` (at least 32 bytes), or the public development
-/// secret when `HEALTHPLANE_DEV_MODE=1` asks for it; otherwise an error naming the settings.
-pub fn hs256_secret() -> Result<String, AuthError> {
-    match std::env::var("HEALTHPLANE_JWT_SECRET") {
-        Ok(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
-        Ok(_) => Err(AuthError::Config(format!(
+/// The HS256 secret: the configured `HEALTHPLANE_JWT_SECRET` (at least 32 bytes), or the
+/// public development secret when `HEALTHPLANE_DEV_MODE=1` asks for it; otherwise an error
+/// naming the settings.
+pub fn hs256_secret(configured: Option<&Secret<String>>) -> Result<String, AuthError> {
+    match configured.map(Secret::expose) {
+        Some(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret.clone()),
+        Some(_) => Err(AuthError::Config(format!(
             "HEALTHPLANE_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: use a random secret \
              of at least {MIN_SECRET_BYTES} bytes"
         ))),
-        Err(_) if dev_mode() => {
+        None if dev_mode() => {
             tracing::warn!(
                 "HEALTHPLANE_DEV_MODE=1 and no key configured: verifying tokens with the PUBLIC \
                  development secret; anyone can mint any role. Never run this way with real data"
             );
             Ok(DEV_JWT_SECRET.to_string())
         }
-        Err(_) => Err(AuthError::Config(
+        None => Err(AuthError::Config(
             "no token key configured: set HEALTHPLANE_JWT_PUBLIC_KEY_PEM (RS256) or \
              HEALTHPLANE_JWT_SECRET (HS256, at least 32 bytes); on a developer's machine, \
              HEALTHPLANE_DEV_MODE=1 uses the public development secret"
@@ -127,14 +129,17 @@ impl Verifier {
         Verifier { key, validation }
     }
 
-    /// From the environment: `HEALTHPLANE_JWT_PUBLIC_KEY_PEM` (RS256) if set, else
-    /// `HEALTHPLANE_JWT_SECRET` (HS256, at least 32 bytes), else — only with
-    /// `HEALTHPLANE_DEV_MODE=1` — the public development secret. Without a key: an error.
-    pub fn from_env() -> Result<Self, AuthError> {
-        if let Ok(pem) = std::env::var("HEALTHPLANE_JWT_PUBLIC_KEY_PEM") {
-            return Verifier::rs256_pem(&pem);
+    /// From the settings: the RS256 public key if given, else the HS256 secret (at least 32
+    /// bytes), else — only with `HEALTHPLANE_DEV_MODE=1` — the public development secret.
+    /// Without a key: an error naming the settings.
+    pub fn from_settings(
+        public_key_pem: Option<&str>,
+        secret: Option<&Secret<String>>,
+    ) -> Result<Self, AuthError> {
+        if let Some(pem) = public_key_pem {
+            return Verifier::rs256_pem(pem);
         }
-        hs256_secret().map(|secret| Verifier::hs256(&secret))
+        hs256_secret(secret).map(|secret| Verifier::hs256(&secret))
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {

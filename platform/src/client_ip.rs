@@ -38,10 +38,6 @@ impl TrustedProxies {
         Ok(TrustedProxies(blocks))
     }
 
-    pub fn from_env() -> Result<Self, String> {
-        TrustedProxies::parse(&std::env::var("HEALTHPLANE_TRUSTED_PROXIES").unwrap_or_default())
-    }
-
     pub fn trusts(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         self.0

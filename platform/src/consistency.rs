@@ -13,6 +13,7 @@ use events::ConsistencyToken;
 use ring::hmac;
 
 use crate::auth::{MIN_SECRET_BYTES, dev_mode};
+use crate::config::Secret;
 
 /// The documented development key, used only when `HEALTHPLANE_DEV_MODE=1` asks for it and
 /// no key is configured. Public: never use it outside a developer's machine.
@@ -21,23 +22,41 @@ pub const DEV_CONSISTENCY_KEY: &str = "healthplane-local-consistency-key-do-not-
 /// Longest token accepted (a real one is about 110 characters).
 const MAX_TOKEN_LEN: usize = 256;
 
+/// The keys both APIs need (typed settings; their values never print).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// The identity provider's RS256 public key, in PEM (production).
+    #[arg(long, env = "HEALTHPLANE_JWT_PUBLIC_KEY_PEM", hide_env_values = true)]
+    pub jwt_public_key_pem: Option<String>,
+    /// An HS256 secret of at least 32 bytes (tokens signed with it are accepted).
+    #[arg(long, env = "HEALTHPLANE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret<String>>,
+    /// The consistency-token key (at least 32 bytes), the same for the command and query APIs.
+    #[arg(long, env = "HEALTHPLANE_CONSISTENCY_KEY", hide_env_values = true)]
+    pub consistency_key: Option<Secret<String>>,
+}
+
 /// The keys both APIs need, read before anything else starts: no key, no service.
 pub struct ApiKeys {
     pub verifier: std::sync::Arc<crate::auth::Verifier>,
     pub consistency: std::sync::Arc<ConsistencySigner>,
 }
 
-impl ApiKeys {
-    /// The token key ([`crate::auth::Verifier::from_env`]) and the consistency-token key
-    /// ([`ConsistencySigner::from_env`]); an error names the missing setting.
-    pub fn from_env() -> anyhow::Result<Self> {
+impl KeyArgs {
+    /// The token verifier and the consistency signer; an error names the missing setting.
+    pub fn load(&self) -> anyhow::Result<ApiKeys> {
         use anyhow::Context;
         Ok(ApiKeys {
             verifier: std::sync::Arc::new(
-                crate::auth::Verifier::from_env().context("JWT configuration")?,
+                crate::auth::Verifier::from_settings(
+                    self.jwt_public_key_pem.as_deref(),
+                    self.jwt_secret.as_ref(),
+                )
+                .context("JWT configuration")?,
             ),
             consistency: std::sync::Arc::new(
-                ConsistencySigner::from_env().context("consistency-token configuration")?,
+                ConsistencySigner::from_setting(self.consistency_key.as_ref())
+                    .context("consistency-token configuration")?,
             ),
         })
     }
@@ -61,24 +80,27 @@ impl ConsistencySigner {
         }
     }
 
-    /// `HEALTHPLANE_CONSISTENCY_KEY` (at least 32 bytes), or the public development key when
-    /// `HEALTHPLANE_DEV_MODE=1` asks for it; otherwise an error naming the setting.
-    pub fn from_env() -> anyhow::Result<Self> {
-        match std::env::var("HEALTHPLANE_CONSISTENCY_KEY") {
-            Ok(key) if key.len() >= MIN_SECRET_BYTES => Ok(ConsistencySigner::new(key.as_bytes())),
-            Ok(_) => anyhow::bail!(
+    /// The configured `HEALTHPLANE_CONSISTENCY_KEY` (at least 32 bytes), or the public
+    /// development key when `HEALTHPLANE_DEV_MODE=1` asks for it; otherwise an error naming
+    /// the setting.
+    pub fn from_setting(key: Option<&Secret<String>>) -> anyhow::Result<Self> {
+        match key.map(Secret::expose) {
+            Some(key) if key.len() >= MIN_SECRET_BYTES => {
+                Ok(ConsistencySigner::new(key.as_bytes()))
+            }
+            Some(_) => anyhow::bail!(
                 "HEALTHPLANE_CONSISTENCY_KEY is shorter than {MIN_SECRET_BYTES} bytes: use a \
                  random key of at least {MIN_SECRET_BYTES} bytes, the same for the command and \
                  query APIs"
             ),
-            Err(_) if dev_mode() => {
+            None if dev_mode() => {
                 tracing::warn!(
                     "HEALTHPLANE_DEV_MODE=1 and no HEALTHPLANE_CONSISTENCY_KEY: signing \
                      consistency tokens with the PUBLIC development key"
                 );
                 Ok(ConsistencySigner::new(DEV_CONSISTENCY_KEY.as_bytes()))
             }
-            Err(_) => anyhow::bail!(
+            None => anyhow::bail!(
                 "no consistency-token key configured: set HEALTHPLANE_CONSISTENCY_KEY (at least \
                  {MIN_SECRET_BYTES} bytes, the same for the command and query APIs); on a \
                  developer's machine, HEALTHPLANE_DEV_MODE=1 uses the public development key"

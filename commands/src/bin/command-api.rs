@@ -44,6 +44,8 @@ struct Args {
     #[arg(long, env = "HEALTHPLANE_RELAY_STALL_AFTER_S", default_value_t = 60)]
     relay_stall_after_s: u64,
     #[command(flatten)]
+    keys: platform::consistency::KeyArgs,
+    #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
     http: platform::http::HttpLimits,
@@ -57,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = platform::consistency::ApiKeys::from_env()?;
+    } = args.keys.load()?;
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());

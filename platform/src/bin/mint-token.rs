@@ -21,6 +21,9 @@ struct Args {
     /// Lifetime in minutes.
     #[arg(long, default_value_t = 60)]
     ttl_minutes: i64,
+    /// The HS256 secret the services verify with (at least 32 bytes).
+    #[arg(long, env = "HEALTHPLANE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<platform::config::Secret<String>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     if args.role.contains(&Role::Patient) && args.patient_id.is_none() {
         anyhow::bail!("--patient-id is required with the patient role");
     }
-    let secret = platform::auth::hs256_secret()?;
+    let secret = platform::auth::hs256_secret(args.jwt_secret.as_ref())?;
     let token = platform::auth::mint_hs256(
         &secret,
         &args.sub,

@@ -37,6 +37,12 @@ struct Args {
     /// Reads waiting on a consistency token at once, at most (each polls the read model).
     #[arg(long, env = "HEALTHPLANE_CONSISTENCY_MAX_WAITS", default_value_t = 32)]
     max_consistency_waits: usize,
+    /// Proxies whose `X-Forwarded-For` is believed: addresses and CIDR blocks, comma-separated
+    /// (none by default: the TCP peer is the client).
+    #[arg(long, env = "HEALTHPLANE_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
+    #[command(flatten)]
+    keys: platform::consistency::KeyArgs,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -51,8 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = platform::consistency::ApiKeys::from_env()?;
-    let proxies = TrustedProxies::from_env().map_err(anyhow::Error::msg)?;
+    } = args.keys.load()?;
+    let proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     let pool = platform::db::connect_reader(
         &args.patient_database_url,
         platform::db::READ_MODEL_SCHEMA,
