@@ -36,6 +36,17 @@ pub struct KeyArgs {
     pub consistency_key: Option<Secret<String>>,
 }
 
+/// The settings both APIs share: their keys, the broker and registry, and the HTTP bounds.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub kafka: crate::config::KafkaArgs,
+    #[command(flatten)]
+    pub http: crate::http::HttpLimits,
+}
+
 /// The keys both APIs need, read before anything else starts: no key, no service.
 pub struct ApiKeys {
     pub verifier: std::sync::Arc<crate::auth::Verifier>,

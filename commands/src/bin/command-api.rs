@@ -9,7 +9,6 @@ use clap::Parser;
 use commands::api::{self, AppState};
 use commands::relay::{Relay, RelayConfig};
 use commands::store::{self, EventStore};
-use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
 
 #[derive(Debug, Parser)]
@@ -44,11 +43,7 @@ struct Args {
     #[arg(long, env = "HEALTHPLANE_RELAY_STALL_AFTER_S", default_value_t = 60)]
     relay_stall_after_s: u64,
     #[command(flatten)]
-    keys: platform::consistency::KeyArgs,
-    #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    http: platform::http::HttpLimits,
+    api: platform::consistency::ApiArgs,
 }
 
 #[tokio::main]
@@ -59,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = args.keys.load()?;
+    } = args.api.keys.load()?;
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());
@@ -69,10 +64,12 @@ async fn main() -> anyhow::Result<()> {
         (None, None)
     } else {
         let producer = platform::kafka::producer_config(
-            &args.kafka.kafka_brokers,
+            &args.api.kafka.kafka_brokers,
             Duration::from_millis(args.relay_delivery_timeout_ms),
         );
-        let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
+        let codec = Arc::new(schemas::EventCodec::new(
+            &args.api.kafka.schema_registry_url,
+        ));
         // The relay's own connections: its work never waits for, or starves, the commands'.
         let relay_pool = platform::db::connect(&args.database_url, 2).await?;
         let config = RelayConfig {
@@ -110,7 +107,13 @@ async fn main() -> anyhow::Result<()> {
     let app = api::router(state, metrics, relay_health);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
-    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await?;
+    platform::http::serve(
+        listener,
+        app,
+        args.api.http,
+        platform::http::shutdown_signal(),
+    )
+    .await?;
     let _ = stop_tx.send(true);
     expiry.abort();
     if let Some(relay) = relay {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use platform::client_ip::TrustedProxies;
-use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
 use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
@@ -42,11 +41,7 @@ struct Args {
     #[arg(long, env = "HEALTHPLANE_TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
     #[command(flatten)]
-    keys: platform::consistency::KeyArgs,
-    #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    http: platform::http::HttpLimits,
+    api: platform::consistency::ApiArgs,
 }
 
 #[tokio::main]
@@ -57,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = args.keys.load()?;
+    } = args.api.keys.load()?;
     let proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     let pool = platform::db::connect_reader(
         &args.patient_database_url,
@@ -68,11 +63,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     // Renewed after a broker outage, so audit writes (and with them PHI reads) resume.
     let producer = platform::kafka::RenewingProducer::new(platform::kafka::producer_config(
-        &args.kafka.kafka_brokers,
+        &args.api.kafka.kafka_brokers,
         Duration::from_secs(5),
     ))
     .context("cannot create the audit producer")?;
-    let codec = Arc::new(schemas::EventCodec::new(&args.kafka.schema_registry_url));
+    let codec = Arc::new(schemas::EventCodec::new(
+        &args.api.kafka.schema_registry_url,
+    ));
     let patients = Patients::new(pool);
     let state = AppState {
         schema: build_schema(patients.clone()),
@@ -90,5 +87,11 @@ async fn main() -> anyhow::Result<()> {
     let app = http::router(state, metrics);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "GraphQL API listening on /graphql");
-    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await
+    platform::http::serve(
+        listener,
+        app,
+        args.api.http,
+        platform::http::shutdown_signal(),
+    )
+    .await
 }
