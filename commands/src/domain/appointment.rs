@@ -5,7 +5,6 @@ use crate::domain::FieldError;
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::appointment::{AppointmentCancelled, AppointmentScheduled};
-use events::clinical::Coding;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -34,16 +33,9 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
-/// A valid appointment request: start before end, not in the past, at most 24 hours.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAppointment {
-    pub patient_id: Uuid,
-    pub practitioner_id: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    pub service_type: Option<Coding>,
-    pub description: Option<String>,
-}
+/// A valid appointment request (start before end, not in the past, at most 24 hours) is the
+/// event that schedules it.
+pub type NewAppointment = AppointmentScheduled;
 
 pub fn parse_schedule(
     body: &ScheduleBody,
@@ -196,15 +188,8 @@ impl Aggregate for Appointment {
     ) -> Result<Vec<AppointmentEvent>, Rejection> {
         use AppointmentStatus::*;
         match (state, command) {
-            (None, AppointmentCommand::Schedule(a)) => {
-                Ok(vec![AppointmentEvent::Scheduled(AppointmentScheduled {
-                    patient_id: a.patient_id,
-                    practitioner_id: a.practitioner_id,
-                    start: a.start,
-                    end: a.end,
-                    service_type: a.service_type,
-                    description: a.description,
-                })])
+            (None, AppointmentCommand::Schedule(scheduled)) => {
+                Ok(vec![AppointmentEvent::Scheduled(scheduled)])
             }
             (Some(_), AppointmentCommand::Schedule(_)) => Err(Rejection::AlreadyExists(
                 "the appointment already exists".into(),
