@@ -80,6 +80,27 @@ pub const MIGRATIONS: &[Migration] = &[
           ORDER BY latest.aggregate_id
           ON CONFLICT DO NOTHING;",
     },
+    Migration {
+        version: 4,
+        name: "identifiers compared normalised",
+        // Keeps IDENTIFIER_SYSTEM_KEY and IDENTIFIER_VALUE_KEY's forms; where two patients'
+        // identifiers become one, the earlier registered keeps it.
+        sql: "CREATE TABLE patient_identifier_keys (
+            system TEXT NOT NULL,
+            value TEXT NOT NULL,
+            patient_id UUID NOT NULL,
+            PRIMARY KEY (system, value));
+          INSERT INTO patient_identifier_keys (system, value, patient_id)
+          SELECT lower(normalize(system, NFKC)),
+                 upper(regexp_replace(normalize(value, NFKC), '[[:space:]./-]', '', 'g')),
+                 patient_id
+          FROM patient_identifiers ORDER BY patient_id
+          ON CONFLICT DO NOTHING;
+          DROP TABLE patient_identifiers;
+          ALTER TABLE patient_identifier_keys RENAME TO patient_identifiers;
+          ALTER INDEX patient_identifier_keys_pkey RENAME TO patient_identifiers_pkey;
+          CREATE INDEX patient_identifiers_patient ON patient_identifiers (patient_id);",
+    },
 ];
 
 /// An event to append, with the topic it is published on (`None`: kept in the store only).
@@ -140,6 +161,15 @@ pub enum AppendError {
     Store(#[from] sqlx::Error),
 }
 
+/// How uniqueness compares identifier systems (SQL over `system`): Unicode compatibility
+/// normalisation and lower case, so `URN:OID:…` is `urn:oid:…`.
+const IDENTIFIER_SYSTEM_KEY: &str = "lower(normalize(system, NFKC))";
+/// How uniqueness compares identifier values (SQL over `value`): Unicode compatibility
+/// normalisation (full-width digits are digits), without spaces, dots, slashes or dashes, in
+/// upper case, so `123-45-6789`, `123456789` and `１２３-45-6789` are one SSN.
+const IDENTIFIER_VALUE_KEY: &str =
+    "upper(regexp_replace(normalize(value, NFKC), '[[:space:]./-]', '', 'g'))";
+
 /// Makes a patient's business identifiers (system + value) theirs alone: the set their latest
 /// event carries replaces what they held. One held by another patient fails the append (the
 /// unique key makes a concurrent claim wait for the first and then fail).
@@ -163,15 +193,18 @@ async fn claim_identifiers(
         .bind(stream.aggregate_id)
         .execute(&mut *tx)
         .await?;
-    let taken: Option<String> = sqlx::query_scalar(
-        "WITH wanted AS (SELECT DISTINCT * FROM UNNEST($2::text[], $3::text[]) AS w (system, value)),
+    let taken: Option<String> = sqlx::query_scalar(&format!(
+        "WITH given AS (SELECT * FROM UNNEST($2::text[], $3::text[]) AS g (system, value)),
+              wanted AS (SELECT DISTINCT ON (key_system, key_value) g.system AS given_system,
+                                {IDENTIFIER_SYSTEM_KEY} AS key_system, {IDENTIFIER_VALUE_KEY} AS key_value
+                         FROM given g ORDER BY key_system, key_value),
               claimed AS (INSERT INTO patient_identifiers (system, value, patient_id)
-                          SELECT system, value, $1 FROM wanted
+                          SELECT key_system, key_value, $1 FROM wanted
                           ON CONFLICT (system, value) DO NOTHING RETURNING system, value)
-         SELECT w.system FROM wanted w
-         WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.system = w.system AND c.value = w.value)
-         ORDER BY w.system LIMIT 1",
-    )
+         SELECT w.given_system FROM wanted w
+         WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.system = w.key_system AND c.value = w.key_value)
+         ORDER BY w.given_system LIMIT 1"
+    ))
     .bind(stream.aggregate_id)
     .bind(&systems)
     .bind(&values)

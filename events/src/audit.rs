@@ -52,6 +52,7 @@ pub struct PhiAccessed {
     pub request_id: String,
     /// The component that served the data, e.g. `query-api`.
     pub service: String,
-    /// Why access was denied or failed; absent on success.
+    /// Why access was denied or failed; on a break-the-glass access (`ETREAT`), the reason the
+    /// user gave; absent otherwise.
     pub detail: Option<String>,
 }

@@ -103,6 +103,8 @@ impl AuditLog {
 pub struct AccessContext {
     pub actor: Actor,
     pub purpose_of_use: String,
+    /// Why the caller broke the glass (`ETREAT`), recorded with each access it allowed.
+    pub break_glass_reason: Option<String>,
     /// The TCP peer, or the client a trusted proxy saw.
     pub client_ip: Option<String>,
     /// `X-Forwarded-For` as received, when present (recorded, never believed on its own).
@@ -166,7 +168,11 @@ impl RequestAudit {
                 user_agent: c.user_agent.clone(),
                 request_id: c.request_id.clone(),
                 service: self.log.service.clone(),
-                detail,
+                detail: detail.or_else(|| {
+                    c.break_glass_reason
+                        .as_ref()
+                        .map(|reason| format!("break-the-glass: {reason}"))
+                }),
             };
             self.log.write(&access).await
         })

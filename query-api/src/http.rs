@@ -158,20 +158,92 @@ impl IntoResponse for Refused {
     }
 }
 
-/// The purpose of use the caller declares (`X-Purpose-Of-Use`), defaulting by role.
-fn purpose_of_use(headers: &HeaderMap, caller: &Caller) -> Result<String, Box<Refused>> {
-    match header_text(headers, "x-purpose-of-use") {
-        Some(p) if (2..=16).contains(&p.len()) && p.chars().all(|c| c.is_ascii_uppercase()) => {
-            Ok(p)
-        }
-        Some(_) => Err(refusal(
-            StatusCode::BAD_REQUEST,
-            "BAD_USER_INPUT",
-            "X-Purpose-Of-Use is not an HL7 PurposeOfUse code such as TREAT or ETREAT",
-        )),
-        None if caller.has(Role::Practitioner) || caller.has(Role::Admin) => Ok("TREAT".into()),
-        None => Ok("PATRQT".into()),
+/// The answer to a body that is not one GraphQL request, without the parser's internals.
+fn unreadable(error: async_graphql::ParseRequestError) -> Problem {
+    use async_graphql::ParseRequestError as E;
+    let too_large = match &error {
+        E::PayloadTooLarge => true,
+        E::Io(e) => std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| e.to_string())
+            .contains("length limit exceeded"),
+        _ => false,
+    };
+    if too_large {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            "the body exceeds the size limit",
+        );
     }
+    match error {
+        E::UnsupportedBatch => Problem::bad_request(
+            "batched requests (a JSON array) are not supported: send one operation per request",
+        ),
+        _ => Problem::bad_request(
+            "the body is not a GraphQL request: send JSON {\"query\": ..., \"variables\": {...}}",
+        ),
+    }
+}
+
+/// The purposes of use (HL7 v3 PurposeOfUse) each role may declare; the first is the default.
+fn purposes(role: Role) -> &'static [&'static str] {
+    match role {
+        // Treatment, or break-the-glass emergency treatment with a stated reason.
+        Role::Practitioner => &["TREAT", "ETREAT"],
+        // Healthcare operations.
+        Role::Admin | Role::Auditor => &["HOPERAT"],
+        // The patient's own request.
+        Role::Patient => &["PATRQT"],
+    }
+}
+
+/// Longest break-the-glass reason recorded.
+const MAX_BREAK_GLASS_REASON: usize = 500;
+
+/// The purpose of use the caller declares (`X-Purpose-Of-Use`), one their role may declare
+/// (the role's default when absent), and for break-the-glass (`ETREAT`) the reason they must
+/// give in `X-Break-Glass-Reason`, which the audit records.
+fn purpose_of_use(
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<(String, Option<String>), Box<Refused>> {
+    let allowed = purposes(role);
+    let purpose = match header_text(headers, "x-purpose-of-use") {
+        None => allowed[0],
+        Some(p) => allowed.iter().copied().find(|a| *a == p).ok_or_else(|| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                format!(
+                    "X-Purpose-Of-Use must be one of {} for the {role} role",
+                    allowed.join(", ")
+                ),
+            )
+        })?,
+    };
+    if purpose != "ETREAT" {
+        return Ok((purpose.to_string(), None));
+    }
+    let reason = header_text(headers, "x-break-glass-reason")
+        .map(|r| r.trim().to_string())
+        .filter(|r| {
+            !r.is_empty()
+                && r.chars().count() <= MAX_BREAK_GLASS_REASON
+                && !r.chars().any(char::is_control)
+        })
+        .ok_or_else(|| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                format!(
+                    "break-the-glass (X-Purpose-Of-Use: ETREAT) needs X-Break-Glass-Reason: \
+                     why, in at most {MAX_BREAK_GLASS_REASON} characters"
+                ),
+            )
+        })?;
+    Ok((purpose.to_string(), Some(reason)))
 }
 
 /// Waits (bounded in time and in how many wait at once) until the read model holds the
@@ -268,7 +340,7 @@ async fn answer(
     }
     let query = <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state)
         .await
-        .map_err(problem)?
+        .map_err(|rejection| problem(unreadable(rejection.0)))?
         .into_inner();
     check_shape(&query.query)
         .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
@@ -276,9 +348,11 @@ async fn answer(
         peer.ip(),
         header_text(headers, "x-forwarded-for").as_deref(),
     );
+    let (purpose_of_use, break_glass_reason) = purpose_of_use(headers, role)?;
     let context = AccessContext {
         actor: caller.actor(role),
-        purpose_of_use: purpose_of_use(headers, &caller)?,
+        purpose_of_use,
+        break_glass_reason,
         client_ip: Some(client_ip),
         forwarded_for,
         user_agent: header_text(headers, header::USER_AGENT),

@@ -14,6 +14,11 @@ use async_graphql::{Name, Positioned};
 pub const MAX_ALIASES: usize = 15;
 /// Most top-level fields in one operation.
 pub const MAX_ROOT_FIELDS: usize = 10;
+/// Most field selections in one document once every fragment spread is expanded. Checked in
+/// time linear in the query's text (each fragment is sized once), before any validation that
+/// expands fragments: ten spreads of a fragment that spreads another ten times, eight deep,
+/// is a 700-byte query of 10^8 selections.
+pub const MAX_EXPANDED_SELECTIONS: usize = 2_000;
 
 /// Why a query was refused before it ran.
 pub fn check_shape(query: &str) -> Result<(), String> {
@@ -21,6 +26,13 @@ pub fn check_shape(query: &str) -> Result<(), String> {
     let Ok(document) = async_graphql::parser::parse_query(query) else {
         return Ok(());
     };
+    let expanded = expanded_selections(&document);
+    if expanded > MAX_EXPANDED_SELECTIONS {
+        return Err(format!(
+            "the query selects more than {MAX_EXPANDED_SELECTIONS} fields once its fragments are \
+             expanded; at most {MAX_EXPANDED_SELECTIONS} are allowed"
+        ));
+    }
     let aliases = count_aliases(&document);
     if aliases > MAX_ALIASES {
         return Err(format!(
@@ -33,9 +45,9 @@ pub fn check_shape(query: &str) -> Result<(), String> {
             ops.values().map(|op| &op.node.selection_set.node).collect()
         }
     };
+    let mut sizes = Sizes::new(&document.fragments);
     for selection_set in operations {
-        let mut seen = Vec::new();
-        let roots = count_fields(selection_set, &document.fragments, &mut seen);
+        let roots = sizes.set(selection_set, false);
         if roots > MAX_ROOT_FIELDS {
             return Err(format!(
                 "the operation selects {roots} top-level fields; at most {MAX_ROOT_FIELDS} are allowed"
@@ -73,34 +85,75 @@ fn count_aliases(document: &ExecutableDocument) -> usize {
             .sum::<usize>()
 }
 
-/// Fields selected at this level, through fragments (each fragment counted once per path;
-/// cycles, which validation refuses later, stop the walk).
-fn count_fields<'a>(
-    set: &'a SelectionSet,
+/// The number of field selections in `document` with every fragment spread expanded
+/// (saturating), each fragment sized once.
+fn expanded_selections(document: &ExecutableDocument) -> usize {
+    let mut sizes = Sizes::new(&document.fragments);
+    let operations: Vec<&SelectionSet> = match &document.operations {
+        DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+        DocumentOperations::Multiple(ops) => {
+            ops.values().map(|op| &op.node.selection_set.node).collect()
+        }
+    };
+    operations.into_iter().fold(0usize, |total, set| {
+        total.saturating_add(sizes.set(set, true))
+    })
+}
+
+/// Sizes of selection sets through fragments, memoized per fragment (and per depth mode), so
+/// a fragment spread a thousand times is sized once. A fragment cycle counts as empty (the
+/// validation refuses it afterwards).
+struct Sizes<'a> {
     fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
-    path: &mut Vec<&'a Name>,
-) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(_) => 1,
-            Selection::InlineFragment(fragment) => {
-                count_fields(&fragment.node.selection_set.node, fragments, path)
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                match fragments.get(name) {
-                    Some(fragment) if !path.contains(&name) && path.len() < 16 => {
-                        path.push(name);
-                        let n = count_fields(&fragment.node.selection_set.node, fragments, path);
-                        path.pop();
-                        n
-                    }
-                    _ => 0,
+    /// (fragment, deep) → size
+    known: HashMap<(&'a str, bool), usize>,
+    in_progress: Vec<&'a str>,
+}
+
+impl<'a> Sizes<'a> {
+    fn new(fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>) -> Self {
+        Sizes {
+            fragments,
+            known: HashMap::new(),
+            in_progress: Vec::new(),
+        }
+    }
+
+    /// Fields selected in `set`: at this level only, or (`deep`) at every level below too.
+    fn set(&mut self, set: &'a SelectionSet, deep: bool) -> usize {
+        set.items.iter().fold(0usize, |total, item| {
+            let size = match &item.node {
+                Selection::Field(field) if deep => {
+                    1usize.saturating_add(self.set(&field.node.selection_set.node, true))
                 }
-            }
+                Selection::Field(_) => 1,
+                Selection::InlineFragment(fragment) => {
+                    self.set(&fragment.node.selection_set.node, deep)
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(spread.node.fragment_name.node.as_str(), deep)
+                }
+            };
+            total.saturating_add(size)
         })
-        .sum()
+    }
+
+    fn fragment(&mut self, name: &'a str, deep: bool) -> usize {
+        if let Some(size) = self.known.get(&(name, deep)) {
+            return *size;
+        }
+        let Some(fragment) = self.fragments.get(name) else {
+            return 0;
+        };
+        if self.in_progress.contains(&name) {
+            return 0;
+        }
+        self.in_progress.push(name);
+        let size = self.set(&fragment.node.selection_set.node, deep);
+        self.in_progress.pop();
+        self.known.insert((name, deep), size);
+        size
+    }
 }
 
 /// A token bucket per caller: `burst` requests at once, refilled at `per_second`.
@@ -183,6 +236,27 @@ mod tests {
             Ok(()),
             "left to the parser's error"
         );
+    }
+
+    #[test]
+    fn a_fragment_bomb_is_refused_in_linear_time() {
+        // Eight levels of fragments, each spreading the next ten times: 10^8 selections.
+        let mut fragments: Vec<String> = (1..8)
+            .map(|i| {
+                let spreads: Vec<String> = (0..10).map(|_| format!("...F{}", i + 1)).collect();
+                format!("fragment F{i} on Patient {{ {} }}", spreads.join(" "))
+            })
+            .collect();
+        fragments.push("fragment F8 on Patient { id }".into());
+        let query = format!(
+            "{{ patient(id: \"x\") {{ ...F1 }} }} {}",
+            fragments.join(" ")
+        );
+        let error = check_shape(&query).unwrap_err();
+        assert!(error.contains("once its fragments are expanded"), "{error}");
+        // The same shape two levels deep (100 selections) is fine.
+        let small = "{ patient(id: \"x\") { ...A } } fragment A on Patient { ...B ...B } fragment B on Patient { id name { text } }";
+        assert_eq!(check_shape(small), Ok(()));
     }
 
     #[test]

@@ -334,6 +334,44 @@ async fn anothers_identifier_cannot_be_taken_by_registering_or_updating() {
         "no other patient named"
     );
 
+    // Near-duplicates are the same identifier: another spelling of the system, the value
+    // without dashes or in full-width digits. Invisible characters are refused outright.
+    let digits = ssn[0]["value"].as_str().unwrap().to_string();
+    let full_width: String = digits
+        .chars()
+        .map(|c| {
+            c.to_digit(10)
+                .map_or(c, |d| char::from_u32(0xFF10 + d).unwrap())
+        })
+        .collect();
+    for (system, value, expected) in [
+        ("HTTP://HL7.ORG/FHIR/SID/US-SSN", digits.clone(), 409),
+        (
+            "http://hl7.org/fhir/sid/us-ssn",
+            digits.replace('-', ""),
+            409,
+        ),
+        ("http://hl7.org/fhir/sid/us-ssn", full_width, 409),
+        (
+            "http://hl7.org/fhir/sid/us-ssn",
+            format!("{digits}\u{200b}"),
+            422,
+        ),
+    ] {
+        let mut near = ada();
+        near["identifier"] = json!([{"system": system, "value": value}]);
+        let (status, _, problem) = stack
+            .command(
+                reqwest::Method::POST,
+                "/v1/patients",
+                Some(&admin),
+                &[],
+                near.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(status, expected, "{system} {value:?}: {problem}");
+    }
+
     // A patient updating their own record to another person's SSN.
     let mallory = stack.register(&ada()).await;
     let mallory_id = mallory["id"].as_str().unwrap();
@@ -466,4 +504,83 @@ async fn the_query_api_role_cannot_write_a_read_model() {
             .is_err(),
         "the query role connected to the event store"
     );
+}
+
+#[tokio::test]
+async fn the_declared_purpose_is_one_the_role_may_declare_and_break_the_glass_is_recorded() {
+    let stack = Stack::start().await;
+    let created = stack.register(&ada()).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let _ = read_until_visible(&stack, &id, "dr-hopper").await;
+    let query = |who: String, headers: Vec<(&'static str, &'static str)>| {
+        let (stack, id) = (&stack, id.clone());
+        async move {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let mut all: Vec<(&str, &str)> = headers;
+            all.push(("X-Request-Id", &request_id));
+            let (status, _, body) = stack
+                .graphql(&who, &all, PATIENT_QUERY, json!({"id": id}))
+                .await;
+            (status, body, request_id)
+        }
+    };
+    let patient = token(Role::Patient, "ada", Some(id.parse().unwrap()));
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let admin = token(Role::Admin, "front-desk", None);
+
+    // A patient cannot claim to be treating; a practitioner cannot invent a purpose; breaking
+    // the glass without a reason is refused.
+    for (who, headers) in [
+        (patient.clone(), vec![("X-Purpose-Of-Use", "TREAT")]),
+        (doctor.clone(), vec![("X-Purpose-Of-Use", "XXXXXXXX")]),
+        (doctor.clone(), vec![("X-Purpose-Of-Use", "ETREAT")]),
+    ] {
+        let (status, body, _) = query(who, headers).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(graphql_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+    // Break-the-glass with a reason is served and recorded with it; an admin's read is
+    // healthcare operations.
+    let (status, body, glass) = query(
+        doctor,
+        vec![
+            ("X-Purpose-Of-Use", "ETREAT"),
+            (
+                "X-Break-Glass-Reason",
+                "unconscious in the emergency department",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, operations) = query(admin, vec![]).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stack.replay_tool(&["audit", "--patient", &id, "--format", "jsonl"]);
+        let accesses: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let find = |request: &str| {
+            accesses
+                .iter()
+                .find(|a| a["request_id"] == request)
+                .cloned()
+        };
+        if let (Some(glass), Some(operations)) = (find(&glass), find(&operations)) {
+            assert_eq!(glass["purpose_of_use"], "ETREAT");
+            assert_eq!(
+                glass["detail"],
+                "break-the-glass: unconscious in the emergency department"
+            );
+            assert_eq!(operations["purpose_of_use"], "HOPERAT");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the accesses were not audited: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -80,7 +80,8 @@ fn identifiers(c: &mut Checker, body: &[IdentifierBody]) -> Vec<Identifier> {
     if body.is_empty() {
         c.fail("$.identifier", "at least one identifier is required");
     }
-    body.iter()
+    let parsed: Vec<Identifier> = body
+        .iter()
         .enumerate()
         .filter_map(|(i, id)| {
             let system = c.text(&format!("$.identifier[{i}].system"), id.system.as_ref());
@@ -96,7 +97,35 @@ fn identifiers(c: &mut Checker, body: &[IdentifierBody]) -> Vec<Identifier> {
                 value: value?,
             })
         })
-        .collect()
+        .collect();
+    // The same identifier twice (as the event store compares them) is a mistake.
+    for (i, id) in parsed.iter().enumerate() {
+        if let Some(first) = parsed[..i]
+            .iter()
+            .position(|earlier| identifier_key(earlier) == identifier_key(id))
+        {
+            c.fail(
+                &format!("$.identifier[{i}]"),
+                format!("repeats $.identifier[{first}]"),
+            );
+        }
+    }
+    parsed
+}
+
+/// An identifier as uniqueness compares it: the system in lower case, the value without
+/// spaces, dashes, dots or slashes and in upper case, so `123-45-6789` and `123456789`, or
+/// `URN:OID:…` and `urn:oid:…`, are the same identifier. (The event store applies the same
+/// comparison, with Unicode compatibility normalisation, across patients.)
+fn identifier_key(id: &Identifier) -> (String, String) {
+    (
+        id.system.to_lowercase(),
+        id.value
+            .chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '/'))
+            .flat_map(char::to_uppercase)
+            .collect(),
+    )
 }
 
 fn name(c: &mut Checker, body: &NameBody) -> Option<HumanName> {

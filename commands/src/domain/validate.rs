@@ -60,6 +60,13 @@ impl Checker {
                 self.fail(field, "must not contain control characters");
                 None
             }
+            Some(v) if v.chars().any(is_invisible) => {
+                self.fail(
+                    field,
+                    "must not contain invisible formatting characters (zero-width, bidi controls)",
+                );
+                None
+            }
             Some(v) => Some(v.to_string()),
         }
     }
@@ -263,6 +270,22 @@ pub fn is_loinc(code: &str) -> bool {
         })
         .sum();
     (10 - sum % 10) % 10 == check
+}
+
+/// Unicode format characters that render as nothing (zero-width spaces and joiners, word
+/// joiner, bidirectional controls, BOM, soft hyphen): text that looks the same as other text
+/// but is not.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
 }
 
 #[cfg(test)]
