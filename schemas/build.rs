@@ -25,16 +25,18 @@ fn main() {
                 .and_then(|v| v.strip_suffix(".avsc"))
                 .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or_else(|| panic!("{name}/{file_name} is not named v<n>.avsc"));
-            let path = file.path().canonicalize().expect("a schema file");
-            schemas.push((name.clone(), version, path.display().to_string()));
+            schemas.push((name.clone(), version, format!("/avro/{name}/{file_name}")));
         }
     }
     schemas.sort();
     let mut out = String::from("&[\n");
+    // Paths relative to the crate, resolved when the crate compiles: the generated list is
+    // the same in every checkout sharing a target directory.
     for (topic, version, path) in schemas {
         writeln!(
             out,
-            "    TopicSchema {{ topic: {topic:?}, version: {version}, avsc: include_str!({path:?}) }},"
+            "    TopicSchema {{ topic: {topic:?}, version: {version}, \
+             avsc: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {path:?})) }},"
         )
         .expect("writing to a String");
     }

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_graphql::BatchRequest;
 use async_graphql::ErrorExtensions;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -30,6 +31,9 @@ use crate::audit::{AccessContext, AuditLog, RequestAudit};
 use crate::graphql::{PortalSchema, RequestData};
 use crate::limits::{RateLimiter, check_shape};
 use crate::read_model::Patients;
+
+/// Most operations in one batched request (a JSON array), as GraphQL Yoga caps them.
+pub const MAX_BATCH: usize = 10;
 
 /// How long a query with `X-Consistency-Token` waits for the read model to catch up.
 pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
@@ -177,14 +181,10 @@ fn unreadable(error: async_graphql::ParseRequestError) -> Problem {
             "the body exceeds the size limit",
         );
     }
-    match error {
-        E::UnsupportedBatch => Problem::bad_request(
-            "batched requests (a JSON array) are not supported: send one operation per request",
-        ),
-        _ => Problem::bad_request(
-            "the body is not a GraphQL request: send JSON {\"query\": ..., \"variables\": {...}}",
-        ),
-    }
+    Problem::bad_request(
+        "the body is not a GraphQL request: send JSON {\"query\": ..., \"variables\": {...}} \
+         or an array of them",
+    )
 }
 
 /// The purposes of use (HL7 v3 PurposeOfUse) each role may declare; the first is the default.
@@ -338,12 +338,41 @@ async fn answer(
             retry_after: Some(retry_after),
         }));
     }
-    let query = <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state)
+    let batch = <GraphQLBatchRequest as FromRequest<AppState>>::from_request(request, &state)
         .await
         .map_err(|rejection| problem(unreadable(rejection.0)))?
         .into_inner();
-    check_shape(&query.query)
-        .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
+    let operations = match batch {
+        BatchRequest::Single(one) => {
+            check_shape(&one.query)
+                .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
+            vec![one]
+        }
+        BatchRequest::Batch(many) => {
+            if many.is_empty() || many.len() > MAX_BATCH {
+                return Err(problem(Problem::bad_request(format!(
+                    "a batch holds 1 to {MAX_BATCH} operations; this one holds {}",
+                    many.len()
+                ))));
+            }
+            // Each operation beyond the first is a request of its own for the rate limit.
+            for _ in 1..many.len() {
+                if let Err(retry_after) = state.guards.rate.check(&caller.claims.sub) {
+                    state.guards.rate_limited.inc();
+                    return Err(Box::new(Refused::GraphQl {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        code: "RATE_LIMITED",
+                        message: format!(
+                            "too many requests from this caller; retry in {retry_after} s"
+                        ),
+                        retry_after: Some(retry_after),
+                    }));
+                }
+            }
+            many
+        }
+    };
+    let single = operations.len() == 1;
     let (client_ip, forwarded_for) = state.guards.proxies.client(
         peer.ip(),
         header_text(headers, "x-forwarded-for").as_deref(),
@@ -359,10 +388,27 @@ async fn answer(
         request_id,
     };
     await_consistency(&state, headers, &caller).await?;
-    let data = RequestData {
-        caller,
-        audit: RequestAudit::new(state.audit.clone(), context),
+    // Each operation of a batch runs, is authorized and is audited on its own.
+    let mut responses = Vec::with_capacity(operations.len());
+    for operation in operations {
+        if let Err(reason) = check_shape(&operation.query) {
+            responses.push(async_graphql::Response::from_errors(vec![
+                async_graphql::Error::new(reason)
+                    .extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
+                    .into_server_error(async_graphql::Pos::default()),
+            ]));
+            continue;
+        }
+        let data = RequestData {
+            caller: caller.clone(),
+            audit: RequestAudit::new(state.audit.clone(), context.clone()),
+        };
+        responses.push(state.schema.execute(operation.data(data)).await);
+    }
+    let response = if single {
+        async_graphql::BatchResponse::Single(responses.remove(0))
+    } else {
+        async_graphql::BatchResponse::Batch(responses)
     };
-    let response = state.schema.execute(query.data(data)).await;
     Ok(GraphQLResponse::from(response).into_response())
 }

@@ -79,7 +79,7 @@ async fn every_topic_carries_its_event_to_our_codec_and_to_a_python_consumer() {
 #[tokio::test]
 async fn the_registry_holds_every_topic_and_refuses_a_breaking_patient_schema() {
     let cluster = Cluster::shared();
-    let http = reqwest::Client::new();
+    let http = tests::http_client();
     let registry = &cluster.registry_url;
     let subjects: Vec<String> =
         serde_json::from_value(get_json(&http, &format!("{registry}/subjects")).await).unwrap();

@@ -8,6 +8,7 @@ mod contract;
 mod fuzz;
 mod log_reset;
 mod outage;
+mod portals;
 mod projections;
 mod registry_auth;
 mod relay_backlog;

@@ -86,7 +86,7 @@ async fn a_backlog_of_100000_events_drains_in_aggregate_order_with_bounded_locks
     let dir = std::env::temp_dir()
         .join("healthplane-tests")
         .join(Uuid::new_v4().simple().to_string());
-    let http = reqwest::Client::new();
+    let http = tests::http_client();
 
     // A seed patient, created and updated with the relay off: the templates of the backlog.
     let (mut quiet, url) = command_api(&cluster, &databases.event_store, false, &dir).await;

@@ -132,6 +132,16 @@ fn check_fresh(bin_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// An HTTP client for the services. It lets an idle pooled connection go after 2 s: the
+/// services close idle keep-alive connections after their header read timeout (5 s), and a
+/// client that reuses one just as it closes gets an incomplete message.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client without TLS builds")
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -245,7 +255,7 @@ impl Drop for Process {
 
 /// Waits until `url` answers 200, or panics after `timeout` with the process's log.
 pub async fn wait_ready(process: &mut Process, url: &str, timeout: Duration) {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         process.assert_running();
@@ -446,7 +456,7 @@ impl Stack {
             projector_url: format!("http://127.0.0.1:{projector_port}"),
             log_dir,
             processes: vec![command, projector, query],
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 

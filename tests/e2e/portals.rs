@@ -1,0 +1,101 @@
+//! Journey: a portal built on Apollo Client or urql batches its queries (a JSON array of
+//! operations); each operation is authorized and audited on its own, and a batch over the cap
+//! is refused whole.
+
+use std::time::{Duration, Instant};
+
+use events::Role;
+use serde_json::{Value, json};
+use tests::{Stack, ada, token};
+
+use crate::{PATIENT_QUERY, read_until_visible};
+
+async fn batch(stack: &Stack, who: &str, operations: Value, request_id: &str) -> (u16, Value) {
+    let response = stack
+        .http
+        .post(&stack.graphql_url)
+        .bearer_auth(who)
+        .header("X-Request-Id", request_id)
+        .json(&operations)
+        .send()
+        .await
+        .expect("the query API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_operation_as_its_caller_may_and_audits_each() {
+    let stack = Stack::start().await;
+    let own = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = read_until_visible(&stack, &own, "dr-hopper").await;
+    let _ = read_until_visible(&stack, &other, "dr-hopper").await;
+    let patient = token(Role::Patient, "ada", Some(own.parse().unwrap()));
+    let request_id = uuid::Uuid::new_v4().to_string();
+
+    let (status, answers) = batch(
+        &stack,
+        &patient,
+        json!([
+            {"query": PATIENT_QUERY, "variables": {"id": own}},
+            {"query": PATIENT_QUERY, "variables": {"id": other}},
+        ]),
+        &request_id,
+    )
+    .await;
+    assert_eq!(status, 200, "{answers}");
+    assert_eq!(
+        answers[0]["data"]["patient"]["id"],
+        own.as_str(),
+        "{answers}"
+    );
+    assert!(answers[1]["data"]["patient"].is_null(), "{answers}");
+    assert_eq!(answers[1]["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    // One record each: the read of their own record, the refusal of the other's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcomes: Vec<String> = [&own, &other]
+            .iter()
+            .flat_map(|id| {
+                stack
+                    .replay_tool(&["audit", "--patient", id, "--format", "jsonl"])
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|a| a["request_id"] == request_id.as_str())
+                    .map(|a| format!("{}:{}", a["patient_id"].as_str().unwrap(), a["outcome"]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if outcomes.len() >= 2 {
+            assert_eq!(
+                outcomes,
+                vec![format!("{own}:\"success\""), format!("{other}:\"denied\"")]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not audited: {outcomes:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Eleven operations are one too many.
+    let eleven: Vec<Value> = (0..11)
+        .map(|_| json!({"query": "{ __typename }"}))
+        .collect();
+    let (status, body) = batch(&stack, &patient, json!(eleven), "over-the-cap").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 10 operations"),
+        "{body}"
+    );
+}
