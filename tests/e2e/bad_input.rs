@@ -53,6 +53,21 @@ async fn bad_commands_get_the_documented_errors_and_write_nothing() {
     let (s, h, b) = post(Some(admin.clone()), b"{\"identifier\": [".to_vec()).await;
     assert_problem(s, &h, &b, 400);
 
+    // A member named twice would mean one thing to a gateway reading the first and another
+    // to us reading the last.
+    let twice = ada()
+        .to_string()
+        .replacen('{', "{\"gender\": \"male\", ", 1);
+    let (s, h, b) = post(Some(admin.clone()), twice.into_bytes()).await;
+    assert_problem(s, &h, &b, 400);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`gender` appears twice"),
+        "{b}"
+    );
+
     let mut missing = ada();
     missing.as_object_mut().unwrap().remove("gender");
     let (s, h, b) = post(Some(admin.clone()), missing.to_string().into_bytes()).await;

@@ -9,6 +9,7 @@ mod encounters;
 mod medications;
 mod observations;
 mod patients;
+mod strict_json;
 
 use std::sync::Arc;
 
@@ -235,7 +236,7 @@ pub(crate) async fn receive<B: DeserializeOwned>(
             "the request body is empty; send a JSON object",
         ));
     }
-    let json: serde_json::Value = serde_json::from_slice(&bytes)
+    let json = strict_json::parse(&bytes)
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
     let idempotency = idempotency_key(headers)?.map(|key| {
         let hash = Sha256::new()
