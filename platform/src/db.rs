@@ -91,13 +91,33 @@ pub async fn connect_reader(
     schema: &str,
     max_connections: u32,
 ) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
+    pool(reader_options(url, schema)?, max_connections, url).await
+}
+
+/// Like [`connect_reader`], connecting on first use: a read model that is not there yet makes
+/// its queries fail (and the service says so), not the service's start.
+pub fn connect_reader_lazy(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let options = reader_options(url, schema)?.options([
+        ("statement_timeout", statement_timeout_ms().to_string()),
+        ("idle_in_transaction_session_timeout", "60000".to_string()),
+    ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_lazy_with(options))
+}
+
+fn reader_options(url: &str, schema: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
         .with_context(|| format!("invalid database URL {}", redact_url(url)))?
         .options([
             ("search_path", format!("{schema},public")),
             ("default_transaction_read_only", "on".to_string()),
-        ]);
-    pool(options, max_connections, url).await
+        ]))
 }
 
 async fn pool(

@@ -14,7 +14,7 @@ use platform::auth::Caller;
 use uuid::Uuid;
 
 use crate::audit::RequestAudit;
-use crate::read_model::{PatientRow, PatientSearch, Patients};
+use crate::read_model::{AccessLog, AccessRow, AccessSearch, PatientRow, PatientSearch, Patients};
 
 /// The schema served on `/graphql`.
 pub type PortalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -36,9 +36,10 @@ pub struct RequestData {
     pub audit: RequestAudit,
 }
 
-pub fn build_schema(patients: Patients) -> PortalSchema {
+pub fn build_schema(patients: Patients, access_log: AccessLog) -> PortalSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(patients)
+        .data(access_log)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()
@@ -246,10 +247,193 @@ fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     items.saturating_mul(child_complexity).saturating_add(1)
 }
 
+/// One access to a patient's data, from the PHI access audit log.
+#[derive(SimpleObject)]
+pub struct PhiAccess {
+    /// The audit event's id.
+    pub id: ID,
+    pub occurred_at: DateTime<Utc>,
+    pub patient_id: ID,
+    pub actor_id: String,
+    pub actor_role: String,
+    /// read | search | export
+    pub action: String,
+    pub resource_type: String,
+    pub resource_ids: Vec<String>,
+    /// HL7 PurposeOfUse, e.g. TREAT, ETREAT (break-the-glass), HOPERAT.
+    pub purpose_of_use: String,
+    /// success | denied | error
+    pub outcome: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    pub service: String,
+    /// Why access was denied, or the break-the-glass reason.
+    pub detail: Option<String>,
+}
+
+impl From<AccessRow> for PhiAccess {
+    fn from(a: AccessRow) -> Self {
+        PhiAccess {
+            id: ID(a.event_id.to_string()),
+            occurred_at: a.occurred_at,
+            patient_id: ID(a.patient_id.to_string()),
+            actor_id: a.actor_id,
+            actor_role: a.actor_role,
+            action: a.action,
+            resource_type: a.resource_type,
+            resource_ids: a.resource_ids,
+            purpose_of_use: a.purpose_of_use,
+            outcome: a.outcome,
+            client_ip: a.client_ip,
+            user_agent: a.user_agent,
+            request_id: a.request_id,
+            service: a.service,
+            detail: a.detail,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PhiAccessEdge {
+    pub cursor: String,
+    pub node: PhiAccess,
+}
+
+#[derive(SimpleObject)]
+pub struct PhiAccessConnection {
+    pub edges: Vec<PhiAccessEdge>,
+    pub page_info: PageInfo,
+}
+
+/// Access log criteria; all given ones must match. `from` is inclusive, `to` exclusive.
+#[derive(InputObject, Default)]
+pub struct PhiAccessFilter {
+    pub patient_id: Option<ID>,
+    pub actor_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub purpose_of_use: Option<String>,
+}
+
+fn access_cursor(row: &AccessRow) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "access:{}:{}",
+        row.occurred_at.timestamp_micros(),
+        row.event_id
+    ))
+}
+
+fn parse_access_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let rest = s.strip_prefix("access:")?;
+            let (micros, id) = rest.split_once(':')?;
+            Some((
+                DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                id.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            coded(
+                "`after` is not a cursor from phiAccessLog",
+                "BAD_USER_INPUT",
+            )
+        })
+}
+
 pub struct Query;
 
 #[Object]
 impl Query {
+    /// PHI accesses matching `filter`, oldest first, `first` (default 20, at most 100) at a
+    /// time. Auditors only; reading the log is itself audited (resource type `AuditEvent`,
+    /// one record per patient whose accesses are returned).
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn phi_access_log(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PhiAccessFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PhiAccessConnection> {
+        let request = ctx.data::<RequestData>()?;
+        if !request.caller.has(events::Role::Auditor) {
+            let reason = "only auditors may read the PHI access log";
+            return Err(denied(request, Uuid::nil(), AccessAction::Search, vec![], reason).await);
+        }
+        let first = first.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(coded(
+                format!("`first` must be between 1 and {MAX_PAGE}"),
+                "BAD_USER_INPUT",
+            ));
+        }
+        let after = after.as_deref().map(parse_access_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let search = AccessSearch {
+            patient_id: filter
+                .patient_id
+                .map(|id| id.parse::<Uuid>())
+                .transpose()
+                .map_err(|_| coded("`filter.patientId` is not a patient id", "BAD_USER_INPUT"))?,
+            actor_id: filter.actor_id,
+            from: filter.from,
+            to: filter.to,
+            action: filter.action,
+            outcome: filter.outcome,
+            purpose_of_use: filter.purpose_of_use,
+        };
+        let mut rows = ctx
+            .data::<AccessLog>()?
+            .search(&search, after, i64::from(first) + 1)
+            .await
+            .map_err(unavailable)?;
+        let has_next_page = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        // The accesses returned are about these patients: each gets a record of this read.
+        let mut by_patient: std::collections::BTreeMap<Uuid, Vec<String>> = Default::default();
+        for row in &rows {
+            by_patient
+                .entry(row.patient_id)
+                .or_default()
+                .push(row.event_id.to_string());
+        }
+        futures::future::try_join_all(by_patient.into_iter().map(|(patient, ids)| {
+            request.audit.record(
+                patient,
+                AccessAction::Search,
+                "AuditEvent",
+                ids,
+                AccessOutcome::Success,
+                None,
+            )
+        }))
+        .await
+        .map_err(audit_failed)?;
+        let edges: Vec<PhiAccessEdge> = rows
+            .into_iter()
+            .map(|row| PhiAccessEdge {
+                cursor: access_cursor(&row),
+                node: row.into(),
+            })
+            .collect();
+        Ok(PhiAccessConnection {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: after.is_some(),
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
+    }
+
     /// One patient by id; null if there is none.
     async fn patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Patient>> {
         let request = ctx.data::<RequestData>()?;

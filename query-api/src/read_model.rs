@@ -144,3 +144,84 @@ impl Patients {
         .collect()
     }
 }
+
+/// One PHI access as the audit index holds it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AccessRow {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub patient_id: Uuid,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_ids: Vec<String>,
+    pub purpose_of_use: String,
+    pub outcome: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    pub service: String,
+    pub detail: Option<String>,
+}
+
+/// What an auditor searches the access log for; all given criteria must match.
+#[derive(Debug, Clone, Default)]
+pub struct AccessSearch {
+    pub patient_id: Option<Uuid>,
+    pub actor_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub purpose_of_use: Option<String>,
+}
+
+/// The PHI access index (`audit_service`).
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pool: PgPool,
+}
+
+impl AccessLog {
+    pub fn new(pool: PgPool) -> Self {
+        AccessLog { pool }
+    }
+
+    /// Up to `limit` accesses matching `search` after `after` (time, event id), oldest first.
+    pub async fn search(
+        &self,
+        search: &AccessSearch,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<AccessRow>, sqlx::Error> {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT to_jsonb(a) FROM phi_accesses a
+             WHERE ($1::UUID IS NULL OR a.patient_id = $1)
+               AND ($2::TEXT IS NULL OR a.actor_id = $2)
+               AND ($3::TIMESTAMPTZ IS NULL OR a.occurred_at >= $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR a.occurred_at < $4)
+               AND ($5::TEXT IS NULL OR a.action = $5)
+               AND ($6::TEXT IS NULL OR a.outcome = $6)
+               AND ($7::TEXT IS NULL OR a.purpose_of_use = $7)
+               AND ($8::TIMESTAMPTZ IS NULL OR (a.occurred_at, a.event_id) > ($8, $9::UUID))
+             ORDER BY a.occurred_at, a.event_id
+             LIMIT $10",
+        )
+        .bind(search.patient_id)
+        .bind(&search.actor_id)
+        .bind(search.from)
+        .bind(search.to)
+        .bind(&search.action)
+        .bind(&search.outcome)
+        .bind(&search.purpose_of_use)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| serde_json::from_value(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .collect()
+    }
+}

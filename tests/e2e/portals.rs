@@ -99,3 +99,101 @@ async fn a_batch_answers_each_operation_as_its_caller_may_and_audits_each() {
         "{body}"
     );
 }
+
+const ACCESS_LOG_QUERY: &str = "query($patient: ID!) {
+    phiAccessLog(filter: {patientId: $patient, purposeOfUse: \"ETREAT\"}, first: 10) {
+        edges { node { id actorId actorRole purposeOfUse outcome detail requestId resourceType } }
+        pageInfo { hasNextPage }
+    } }";
+
+#[tokio::test]
+async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_search_is_audited() {
+    use platform::provision::Service;
+    let stack = Stack::start().await;
+    let id = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = read_until_visible(&stack, &id, "dr-hopper").await;
+    let doctor = token(Role::Practitioner, "dr-house", None);
+    let glass = uuid::Uuid::new_v4().to_string();
+    let (status, _, body) = stack
+        .graphql(
+            &doctor,
+            &[
+                ("X-Request-Id", &glass),
+                ("X-Purpose-Of-Use", "ETREAT"),
+                ("X-Break-Glass-Reason", "cardiac arrest on ward 3"),
+            ],
+            PATIENT_QUERY,
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The audit index, served by its projector as the projector role.
+    let _audit = tests::Projector::start_on(
+        "audit",
+        &stack.cluster,
+        &stack.log_dir,
+        &tests::Databases::as_role(&stack.databases.audit, Service::Projector),
+        None,
+    )
+    .await;
+    let auditor = token(Role::Auditor, "auditor-1", None);
+    let search = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let (status, _, body) = stack
+            .graphql(
+                &auditor,
+                &[("X-Request-Id", &search)],
+                ACCESS_LOG_QUERY,
+                json!({"patient": id}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let edges = body["data"]["phiAccessLog"]["edges"].as_array().cloned();
+        if let Some(edge) = edges
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e["node"]["requestId"] == glass.as_str())
+        {
+            break edge["node"].clone();
+        }
+        assert!(Instant::now() < deadline, "never indexed: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(found["actorId"], "dr-house");
+    assert_eq!(found["purposeOfUse"], "ETREAT");
+    assert_eq!(found["detail"], "break-the-glass: cardiac arrest on ward 3");
+
+    // Only auditors read the log.
+    let (_, _, body) = stack
+        .graphql(&doctor, &[], ACCESS_LOG_QUERY, json!({"patient": id}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+
+    // The auditor's search is itself on the record, against the patient it showed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stack.replay_tool(&["audit", "--patient", &id, "--format", "jsonl"]);
+        let searched = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|a| a["request_id"] == search.as_str() && a["resource_type"] == "AuditEvent");
+        if let Some(record) = searched {
+            assert_eq!(record["actor"]["id"], "auditor-1");
+            assert_eq!(record["purpose_of_use"], "HOPERAT");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log search was not audited: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

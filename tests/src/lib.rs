@@ -295,6 +295,9 @@ impl Cluster {
 pub struct Databases {
     pub event_store: String,
     pub patient: String,
+    /// The PHI access index: provisioned, served by an audit projector only where a test
+    /// starts one (`Projector::start_on`).
+    pub audit: String,
 }
 
 /// The password of the test stacks' service roles (`hp_test_command`, ...).
@@ -311,7 +314,7 @@ impl Databases {
         let plan = platform::provision::Plan {
             prefix: "hp_test".into(),
             event_store: Databases::name(&self.event_store),
-            read_models: vec![Databases::name(&self.patient)],
+            read_models: vec![Databases::name(&self.patient), Databases::name(&self.audit)],
             registry: None,
         };
         platform::provision::provision(&postgres_server(), &plan, |_| {
@@ -339,6 +342,7 @@ impl Databases {
         Databases {
             event_store: format!("{server}/hp_test_{}_events", &id[..12]),
             patient: format!("{server}/hp_test_{}_patient", &id[..12]),
+            audit: format!("{server}/hp_test_{}_audit", &id[..12]),
         }
     }
 }
@@ -437,6 +441,8 @@ impl Stack {
                 &format!("127.0.0.1:{query_port}"),
                 "--patient-database-url",
                 &role(&databases.patient, Service::Query),
+                "--audit-database-url",
+                &role(&databases.audit, Service::Query),
             ],
             &kafka,
             &log_dir,
@@ -921,6 +927,18 @@ impl Projector {
     ) -> Projector {
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("{}/hp_test_{}_{projection}", postgres_server(), &id[..12]);
+        Projector::start_on(projection, cluster, log_dir, &database, event_store).await
+    }
+
+    /// Starts `projection` on `database` (a URL with the credentials it runs with).
+    pub async fn start_on(
+        projection: &str,
+        cluster: &Cluster,
+        log_dir: &Path,
+        database: &str,
+        event_store: Option<&str>,
+    ) -> Projector {
+        let database = database.to_string();
         let port = free_port();
         let mut args = vec![
             "--projection".to_string(),

@@ -12,7 +12,7 @@ use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
-use query_api::read_model::Patients;
+use query_api::read_model::{AccessLog, Patients};
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -27,6 +27,9 @@ struct Args {
     /// The patient read model.
     #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"))]
     patient_database_url: String,
+    /// The PHI access index (read by `phiAccessLog`; connected on first use).
+    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
+    audit_database_url: String,
     /// Requests per second one caller (token `sub`) may make, on average.
     #[arg(long, env = "HEALTHPLANE_GRAPHQL_RATE_PER_S", default_value_t = 50.0)]
     rate_per_second: f64,
@@ -72,7 +75,14 @@ async fn main() -> anyhow::Result<()> {
     ));
     let patients = Patients::new(pool);
     let state = AppState {
-        schema: build_schema(patients.clone()),
+        schema: build_schema(
+            patients.clone(),
+            AccessLog::new(platform::db::connect_reader_lazy(
+                &args.audit_database_url,
+                platform::db::READ_MODEL_SCHEMA,
+                4,
+            )?),
+        ),
         guards: Arc::new(Guards::new(
             verifier,
             consistency,
