@@ -14,7 +14,10 @@ use platform::auth::Caller;
 use uuid::Uuid;
 
 use crate::audit::RequestAudit;
-use crate::read_model::{AccessLog, AccessRow, AccessSearch, PatientRow, PatientSearch, Patients};
+use crate::read_model::{
+    AccessLog, AccessRow, AccessSearch, AppointmentRow, AppointmentSearch, Appointments,
+    PatientRow, PatientSearch, Patients,
+};
 
 /// The schema served on `/graphql`.
 pub type PortalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -36,9 +39,14 @@ pub struct RequestData {
     pub audit: RequestAudit,
 }
 
-pub fn build_schema(patients: Patients, access_log: AccessLog) -> PortalSchema {
+pub fn build_schema(
+    patients: Patients,
+    appointments: Appointments,
+    access_log: AccessLog,
+) -> PortalSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(patients)
+        .data(appointments)
         .data(access_log)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -241,10 +249,246 @@ async fn denied(
     coded(reason, "FORBIDDEN")
 }
 
+/// `first` checked: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+fn page_size(first: Option<i32>) -> async_graphql::Result<usize> {
+    let first = first.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&first) {
+        return Err(coded(
+            format!("`first` must be between 1 and {MAX_PAGE}"),
+            "BAD_USER_INPUT",
+        ));
+    }
+    Ok(first as usize)
+}
+
+/// A page of `rows` (fetched with one more than `first` to learn whether more follow) after
+/// its search was audited — one success record per patient, naming the returned resources —
+/// as edges with their cursors, and its page info. Nothing is returned if the audit fails.
+async fn audited_page<R, E: Edge>(
+    request: &RequestData,
+    resource_type: &str,
+    mut rows: Vec<R>,
+    first: usize,
+    after_given: bool,
+    resource: impl Fn(&R) -> (Uuid, String),
+    edge: impl Fn(R) -> E,
+) -> async_graphql::Result<(Vec<E>, PageInfo)> {
+    let has_next_page = rows.len() > first;
+    rows.truncate(first);
+    let mut by_patient: std::collections::BTreeMap<Uuid, Vec<String>> = Default::default();
+    for row in &rows {
+        let (patient, id) = resource(row);
+        by_patient.entry(patient).or_default().push(id);
+    }
+    futures::future::try_join_all(by_patient.into_iter().map(|(patient, ids)| {
+        request.audit.record(
+            patient,
+            AccessAction::Search,
+            resource_type,
+            ids,
+            AccessOutcome::Success,
+            None,
+        )
+    }))
+    .await
+    .map_err(audit_failed)?;
+    let edges: Vec<E> = rows.into_iter().map(edge).collect();
+    let page_info = PageInfo {
+        has_next_page,
+        has_previous_page: after_given,
+        start_cursor: edges.first().map(|e| e.cursor().to_string()),
+        end_cursor: edges.last().map(|e| e.cursor().to_string()),
+    };
+    Ok((edges, page_info))
+}
+
+/// Records a successful read of one resource of `patient`'s; nothing is returned unless it
+/// is acknowledged.
+async fn audited_read(
+    request: &RequestData,
+    patient: Uuid,
+    resource_type: &str,
+    id: Uuid,
+) -> async_graphql::Result<()> {
+    request
+        .audit
+        .record(
+            patient,
+            AccessAction::Read,
+            resource_type,
+            vec![id.to_string()],
+            AccessOutcome::Success,
+            None,
+        )
+        .await
+        .map_err(audit_failed)
+}
+
+/// An edge of a Relay connection.
+trait Edge {
+    fn cursor(&self) -> &str;
+}
+
+impl Edge for PatientEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
+impl Edge for AppointmentEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
+impl Edge for PhiAccessEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
 /// The cost of a connection field: its selection once per item of the page.
 fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
     items.saturating_mul(child_complexity).saturating_add(1)
+}
+
+/// A code from a code system (FHIR Coding).
+#[derive(SimpleObject)]
+pub struct Coding {
+    pub system: String,
+    pub code: String,
+    pub display: Option<String>,
+}
+
+/// An appointment (FHIR R4 Appointment in spirit).
+#[derive(SimpleObject)]
+pub struct Appointment {
+    pub id: ID,
+    /// The version of the appointment; send it as `If-Match` to cancel.
+    pub version: i64,
+    pub patient_id: ID,
+    pub practitioner_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// booked | cancelled
+    pub status: String,
+    pub service_type: Option<Coding>,
+    pub description: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<AppointmentRow> for Appointment {
+    fn from(a: AppointmentRow) -> Self {
+        Appointment {
+            id: ID(a.id.to_string()),
+            version: a.version,
+            patient_id: ID(a.patient_id.to_string()),
+            practitioner_id: a.practitioner_id,
+            start: a.start_at,
+            end: a.end_at,
+            status: a.status,
+            service_type: a.service_type.map(|c| Coding {
+                system: c.system,
+                code: c.code,
+                display: c.display,
+            }),
+            description: a.description,
+            cancel_reason: a.cancel_reason,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AppointmentEdge {
+    pub cursor: String,
+    pub node: Appointment,
+}
+
+#[derive(SimpleObject)]
+pub struct AppointmentConnection {
+    pub edges: Vec<AppointmentEdge>,
+    pub page_info: PageInfo,
+}
+
+/// Appointment criteria; all given ones must match. `from` is inclusive and `to` exclusive,
+/// on the start.
+#[derive(InputObject, Default)]
+pub struct AppointmentFilter {
+    pub patient_id: Option<ID>,
+    pub practitioner_id: Option<String>,
+    /// booked | cancelled
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Whose appointments the caller may read: `Err` names why not.
+enum AppointmentScope {
+    All,
+    Patient(Uuid),
+    /// A practitioner's own appointments (the patients in their care).
+    Practitioner(String),
+}
+
+fn appointment_scope(request: &RequestData) -> Result<AppointmentScope, &'static str> {
+    let caller = &request.caller;
+    if caller.has(events::Role::Admin) {
+        return Ok(AppointmentScope::All);
+    }
+    if caller.has(events::Role::Practitioner) {
+        // Break-the-glass opens every patient's appointments, with the reason on record.
+        return Ok(if request.audit.context.break_glass_reason.is_some() {
+            AppointmentScope::All
+        } else {
+            AppointmentScope::Practitioner(caller.claims.sub.clone())
+        });
+    }
+    match access::compartment(caller)? {
+        access::Compartment::Only(own) => Ok(AppointmentScope::Patient(own)),
+        access::Compartment::All => Ok(AppointmentScope::All),
+    }
+}
+
+fn appointment_denial(scope: &AppointmentScope, row: &AppointmentRow) -> Option<&'static str> {
+    match scope {
+        AppointmentScope::All => None,
+        AppointmentScope::Patient(own) => (row.patient_id != *own)
+            .then_some("patients may read only their own appointments"),
+        AppointmentScope::Practitioner(me) => (row.practitioner_id != *me).then_some(
+            "the patient is not in this practitioner's care: break the glass (X-Purpose-Of-Use: ETREAT) to read it",
+        ),
+    }
+}
+
+fn start_cursor(row: &AppointmentRow) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "appointment:{}:{}",
+        row.start_at.timestamp_micros(),
+        row.id
+    ))
+}
+
+fn parse_start_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let (micros, id) = s.strip_prefix("appointment:")?.split_once(':')?;
+            Some((
+                DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                id.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            coded(
+                "`after` is not a cursor from appointments",
+                "BAD_USER_INPUT",
+            )
+        })
 }
 
 /// One access to a patient's data, from the PHI access audit log.
@@ -351,6 +595,113 @@ pub struct Query;
 
 #[Object]
 impl Query {
+    /// One appointment by id; null if there is none.
+    async fn appointment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Appointment>> {
+        let request = ctx.data::<RequestData>()?;
+        let id: Uuid = id
+            .parse()
+            .map_err(|_| coded("`id` is not an appointment id", "BAD_USER_INPUT"))?;
+        let scope = match appointment_scope(request) {
+            Ok(scope) => scope,
+            Err(reason) => {
+                return Err(denied(request, Uuid::nil(), AccessAction::Read, vec![], reason).await);
+            }
+        };
+        let Some(row) = ctx
+            .data::<Appointments>()?
+            .get(id)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        if let Some(reason) = appointment_denial(&scope, &row) {
+            return Err(denied(
+                request,
+                row.patient_id,
+                AccessAction::Read,
+                vec![id.to_string()],
+                reason,
+            )
+            .await);
+        }
+        audited_read(request, row.patient_id, "Appointment", id).await?;
+        Ok(Some(row.into()))
+    }
+
+    /// Appointments matching `filter`, by start, `first` (default 20, at most 100) at a time.
+    /// Patients see their own; practitioners those with them (all with break-the-glass);
+    /// admins all.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn appointments(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AppointmentFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<AppointmentConnection> {
+        let request = ctx.data::<RequestData>()?;
+        let first = page_size(first)?;
+        let after = after.as_deref().map(parse_start_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let patient_id = filter
+            .patient_id
+            .map(|id| id.parse::<Uuid>())
+            .transpose()
+            .map_err(|_| coded("`filter.patientId` is not a patient id", "BAD_USER_INPUT"))?;
+        let mut search = AppointmentSearch {
+            patient_id,
+            practitioner_id: filter.practitioner_id,
+            status: filter.status,
+            from: filter.from,
+            to: filter.to,
+        };
+        // The scope narrows the search; asking outside it is refused, not silently narrowed.
+        let outside = match appointment_scope(request) {
+            Err(reason) => Some(reason),
+            Ok(AppointmentScope::All) => None,
+            Ok(AppointmentScope::Patient(own)) => {
+                let other = search.patient_id.is_some_and(|p| p != own);
+                search.patient_id = Some(own);
+                other.then_some("patients may read only their own appointments")
+            }
+            Ok(AppointmentScope::Practitioner(me)) => {
+                let other = search.practitioner_id.as_ref().is_some_and(|p| *p != me);
+                search.practitioner_id = Some(me);
+                other.then_some(
+                    "another practitioner's appointments: break the glass (X-Purpose-Of-Use: ETREAT) to read them",
+                )
+            }
+        };
+        if let Some(reason) = outside {
+            let patient = patient_id.unwrap_or(Uuid::nil());
+            return Err(denied(request, patient, AccessAction::Search, vec![], reason).await);
+        }
+        let rows = ctx
+            .data::<Appointments>()?
+            .search(&search, after, first as i64 + 1)
+            .await
+            .map_err(unavailable)?;
+        let (edges, page_info) = audited_page(
+            request,
+            "Appointment",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.patient_id, row.id.to_string()),
+            |row| AppointmentEdge {
+                cursor: start_cursor(&row),
+                node: row.into(),
+            },
+        )
+        .await?;
+        Ok(AppointmentConnection { edges, page_info })
+    }
+
     /// PHI accesses matching `filter`, oldest first, `first` (default 20, at most 100) at a
     /// time. Auditors only; reading the log is itself audited (resource type `AuditEvent`,
     /// one record per patient whose accesses are returned).
@@ -367,13 +718,7 @@ impl Query {
             let reason = "only auditors may read the PHI access log";
             return Err(denied(request, Uuid::nil(), AccessAction::Search, vec![], reason).await);
         }
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&first) {
-            return Err(coded(
-                format!("`first` must be between 1 and {MAX_PAGE}"),
-                "BAD_USER_INPUT",
-            ));
-        }
+        let first = page_size(first)?;
         let after = after.as_deref().map(parse_access_cursor).transpose()?;
         let filter = filter.unwrap_or_default();
         let search = AccessSearch {
@@ -389,49 +734,26 @@ impl Query {
             outcome: filter.outcome,
             purpose_of_use: filter.purpose_of_use,
         };
-        let mut rows = ctx
+        let rows = ctx
             .data::<AccessLog>()?
-            .search(&search, after, i64::from(first) + 1)
+            .search(&search, after, first as i64 + 1)
             .await
             .map_err(unavailable)?;
-        let has_next_page = rows.len() > first as usize;
-        rows.truncate(first as usize);
         // The accesses returned are about these patients: each gets a record of this read.
-        let mut by_patient: std::collections::BTreeMap<Uuid, Vec<String>> = Default::default();
-        for row in &rows {
-            by_patient
-                .entry(row.patient_id)
-                .or_default()
-                .push(row.event_id.to_string());
-        }
-        futures::future::try_join_all(by_patient.into_iter().map(|(patient, ids)| {
-            request.audit.record(
-                patient,
-                AccessAction::Search,
-                "AuditEvent",
-                ids,
-                AccessOutcome::Success,
-                None,
-            )
-        }))
-        .await
-        .map_err(audit_failed)?;
-        let edges: Vec<PhiAccessEdge> = rows
-            .into_iter()
-            .map(|row| PhiAccessEdge {
+        let (edges, page_info) = audited_page(
+            request,
+            "AuditEvent",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.patient_id, row.event_id.to_string()),
+            |row| PhiAccessEdge {
                 cursor: access_cursor(&row),
                 node: row.into(),
-            })
-            .collect();
-        Ok(PhiAccessConnection {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
             },
-            edges,
-        })
+        )
+        .await?;
+        Ok(PhiAccessConnection { edges, page_info })
     }
 
     /// One patient by id; null if there is none.
@@ -453,18 +775,7 @@ impl Query {
         let Some(row) = ctx.data::<Patients>()?.get(id).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        request
-            .audit
-            .record(
-                id,
-                AccessAction::Read,
-                "Patient",
-                vec![id.to_string()],
-                AccessOutcome::Success,
-                None,
-            )
-            .await
-            .map_err(audit_failed)?;
+        audited_read(request, id, "Patient", id).await?;
         Ok(Some(row.into()))
     }
 
@@ -478,13 +789,7 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<PatientConnection> {
         let request = ctx.data::<RequestData>()?;
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&first) {
-            return Err(coded(
-                format!("`first` must be between 1 and {MAX_PAGE}"),
-                "BAD_USER_INPUT",
-            ));
-        }
+        let first = page_size(first)?;
         let after = after.as_deref().map(parse_cursor).transpose()?;
         let filter = filter.unwrap_or_default();
         let birth_date = filter
@@ -513,40 +818,24 @@ impl Query {
             identifier_system: filter.identifier.as_ref().and_then(|i| i.system.clone()),
             identifier_value: filter.identifier.map(|i| i.value),
         };
-        let mut rows = ctx
+        let rows = ctx
             .data::<Patients>()?
-            .search(&search, after, i64::from(first) + 1)
+            .search(&search, after, first as i64 + 1)
             .await
             .map_err(unavailable)?;
-        let has_next_page = rows.len() > first as usize;
-        rows.truncate(first as usize);
-        futures::future::try_join_all(rows.iter().map(|row| {
-            request.audit.record(
-                row.id,
-                AccessAction::Search,
-                "Patient",
-                vec![row.id.to_string()],
-                AccessOutcome::Success,
-                None,
-            )
-        }))
-        .await
-        .map_err(audit_failed)?;
-        let edges: Vec<PatientEdge> = rows
-            .into_iter()
-            .map(|row| PatientEdge {
+        let (edges, page_info) = audited_page(
+            request,
+            "Patient",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.id, row.id.to_string()),
+            |row| PatientEdge {
                 cursor: cursor(row.id),
                 node: row.into(),
-            })
-            .collect();
-        Ok(PatientConnection {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
             },
-            edges,
-        })
+        )
+        .await?;
+        Ok(PatientConnection { edges, page_info })
     }
 }

@@ -220,8 +220,94 @@ impl AccessLog {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| serde_json::from_value(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
-            .collect()
+        decode_rows(rows)
     }
+}
+
+/// One appointment as the appointment read model holds it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AppointmentRow {
+    pub id: Uuid,
+    pub version: i64,
+    pub patient_id: Uuid,
+    pub practitioner_id: String,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub status: String,
+    pub service_type: Option<events::clinical::Coding>,
+    pub description: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which appointments; all given criteria must match. `from` is inclusive, `to` exclusive
+/// (on the start).
+#[derive(Debug, Clone, Default)]
+pub struct AppointmentSearch {
+    pub patient_id: Option<Uuid>,
+    pub practitioner_id: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The appointment read model (`appointment_service`).
+#[derive(Debug, Clone)]
+pub struct Appointments {
+    pool: PgPool,
+}
+
+impl Appointments {
+    pub fn new(pool: PgPool) -> Self {
+        Appointments { pool }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<AppointmentRow>, sqlx::Error> {
+        let row: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT to_jsonb(a) FROM appointments a WHERE a.id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(decode_rows(row.into_iter().collect())?.pop())
+    }
+
+    /// Up to `limit` appointments matching `search` after `after` (start, id), by start.
+    pub async fn search(
+        &self,
+        search: &AppointmentSearch,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT to_jsonb(a) FROM appointments a
+             WHERE ($1::UUID IS NULL OR a.patient_id = $1)
+               AND ($2::TEXT IS NULL OR a.practitioner_id = $2)
+               AND ($3::TEXT IS NULL OR a.status = $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR a.start_at >= $4)
+               AND ($5::TIMESTAMPTZ IS NULL OR a.start_at < $5)
+               AND ($6::TIMESTAMPTZ IS NULL OR (a.start_at, a.id) > ($6, $7::UUID))
+             ORDER BY a.start_at, a.id
+             LIMIT $8",
+        )
+        .bind(search.patient_id)
+        .bind(&search.practitioner_id)
+        .bind(&search.status)
+        .bind(search.from)
+        .bind(search.to)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+}
+
+/// Rows read as `to_jsonb(row)`, as their Rust type (unknown columns are ignored).
+fn decode_rows<T: serde::de::DeserializeOwned>(
+    rows: Vec<serde_json::Value>,
+) -> Result<Vec<T>, sqlx::Error> {
+    rows.into_iter()
+        .map(|row| serde_json::from_value(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .collect()
 }

@@ -172,10 +172,7 @@ async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_sear
     let (_, _, body) = stack
         .graphql(&doctor, &[], ACCESS_LOG_QUERY, json!({"patient": id}))
         .await;
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{body}"
-    );
+    assert_forbidden(&body);
 
     // The auditor's search is itself on the record, against the patient it showed.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -196,4 +193,123 @@ async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_sear
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+const APPOINTMENTS_QUERY: &str = "query($filter: AppointmentFilter) {
+    appointments(filter: $filter) { edges { node { id patientId practitionerId status } } } }";
+
+async fn appointments_of(
+    stack: &Stack,
+    who: &str,
+    patient: &str,
+    headers: &[(&str, &str)],
+) -> Value {
+    let filter = json!({"filter": {"patientId": patient}});
+    stack
+        .graphql(who, headers, APPOINTMENTS_QUERY, filter)
+        .await
+        .2
+}
+
+async fn appointment_by_id(stack: &Stack, who: &str, id: &str) -> Value {
+    let query = "query($id: ID!) { appointment(id: $id) { id } }";
+    stack.graphql(who, &[], query, json!({"id": id})).await.2
+}
+
+fn assert_forbidden(body: &Value) {
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+}
+
+fn appointment_ids(body: &Value) -> Vec<String> {
+    body["data"]["appointments"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn appointments_are_read_by_their_patient_and_practitioner_and_others_only_by_breaking_the_glass()
+ {
+    use platform::provision::Service;
+    let stack = Stack::start().await;
+    let _projector = tests::Projector::start_on(
+        "appointment",
+        &stack.cluster,
+        &stack.log_dir,
+        &tests::Databases::as_role(&stack.databases.appointment, Service::Projector),
+        None,
+    )
+    .await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = stack.register(&tests::ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = token(Role::Admin, "front-desk", None);
+    let mut booked = Vec::new();
+    for patient in [&ada, &bob] {
+        let (status, _, body) = stack
+            .command(
+                reqwest::Method::POST,
+                "/v1/appointments",
+                Some(&admin),
+                &[],
+                crate::commands::schedule_body(patient, 24, 25)
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        booked.push(body["id"].as_str().unwrap().to_string());
+    }
+    let (ada_visit, bob_visit) = (booked[0].clone(), booked[1].clone());
+
+    // The patient sees their own appointment (once the projection has it) and only theirs.
+    let ada_token = token(Role::Patient, "ada", Some(ada.parse().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = stack
+            .graphql(&ada_token, &[], APPOINTMENTS_QUERY, json!({}))
+            .await;
+        if appointment_ids(&body) == vec![ada_visit.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never visible: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = appointments_of(&stack, &ada_token, &bob, &[]).await;
+    assert_forbidden(&body);
+    let body = appointment_by_id(&stack, &ada_token, &bob_visit).await;
+    assert_forbidden(&body);
+
+    // dr-hopper (the practitioner on both) sees both; another practitioner none of them,
+    // until breaking the glass.
+    let hopper = token(Role::Practitioner, "dr-hopper", None);
+    let body = appointments_of(&stack, &hopper, &bob, &[]).await;
+    assert_eq!(appointment_ids(&body), vec![bob_visit.clone()], "{body}");
+    let other = token(Role::Practitioner, "dr-other", None);
+    let body = appointments_of(&stack, &other, &bob, &[]).await;
+    assert!(appointment_ids(&body).is_empty(), "{body}");
+    let body = appointment_by_id(&stack, &other, &bob_visit).await;
+    assert_forbidden(&body);
+    let (_, _, body) = stack
+        .graphql(
+            &other,
+            &[
+                ("X-Purpose-Of-Use", "ETREAT"),
+                ("X-Break-Glass-Reason", "covering for dr-hopper"),
+            ],
+            APPOINTMENTS_QUERY,
+            json!({"filter": {"patientId": bob}}),
+        )
+        .await;
+    assert_eq!(appointment_ids(&body), vec![bob_visit], "{body}");
 }

@@ -295,8 +295,9 @@ impl Cluster {
 pub struct Databases {
     pub event_store: String,
     pub patient: String,
-    /// The PHI access index: provisioned, served by an audit projector only where a test
-    /// starts one (`Projector::start_on`).
+    /// The appointment read model and the PHI access index: provisioned, each served by its
+    /// projector only where a test starts one (`Projector::start_on`).
+    pub appointment: String,
     pub audit: String,
 }
 
@@ -314,7 +315,11 @@ impl Databases {
         let plan = platform::provision::Plan {
             prefix: "hp_test".into(),
             event_store: Databases::name(&self.event_store),
-            read_models: vec![Databases::name(&self.patient), Databases::name(&self.audit)],
+            read_models: vec![
+                Databases::name(&self.patient),
+                Databases::name(&self.appointment),
+                Databases::name(&self.audit),
+            ],
             registry: None,
         };
         platform::provision::provision(&postgres_server(), &plan, |_| {
@@ -342,6 +347,7 @@ impl Databases {
         Databases {
             event_store: format!("{server}/hp_test_{}_events", &id[..12]),
             patient: format!("{server}/hp_test_{}_patient", &id[..12]),
+            appointment: format!("{server}/hp_test_{}_appointment", &id[..12]),
             audit: format!("{server}/hp_test_{}_audit", &id[..12]),
         }
     }
@@ -441,6 +447,8 @@ impl Stack {
                 &format!("127.0.0.1:{query_port}"),
                 "--patient-database-url",
                 &role(&databases.patient, Service::Query),
+                "--appointment-database-url",
+                &role(&databases.appointment, Service::Query),
                 "--audit-database-url",
                 &role(&databases.audit, Service::Query),
             ],

@@ -12,7 +12,7 @@ use query_api::audit::AuditLog;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
-use query_api::read_model::{AccessLog, Patients};
+use query_api::read_model::{AccessLog, Appointments, Patients};
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -27,6 +27,9 @@ struct Args {
     /// The patient read model.
     #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"))]
     patient_database_url: String,
+    /// The appointment read model (connected on first use).
+    #[arg(long, env = "HEALTHPLANE_APPOINTMENT_DATABASE_URL", default_value_t = platform::config::default_database_url("appointment_service"))]
+    appointment_database_url: String,
     /// The PHI access index (read by `phiAccessLog`; connected on first use).
     #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
     audit_database_url: String,
@@ -77,6 +80,11 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState {
         schema: build_schema(
             patients.clone(),
+            Appointments::new(platform::db::connect_reader_lazy(
+                &args.appointment_database_url,
+                platform::db::READ_MODEL_SCHEMA,
+                8,
+            )?),
             AccessLog::new(platform::db::connect_reader_lazy(
                 &args.audit_database_url,
                 platform::db::READ_MODEL_SCHEMA,
