@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::audit::RequestAudit;
 use crate::read_model::{
     AccessLog, AccessRow, AccessSearch, AppointmentRow, AppointmentSearch, Appointments,
-    PatientRow, PatientSearch, Patients,
+    ObservationRow, ObservationSearch, Observations, PatientRow, PatientSearch, Patients,
 };
 
 /// The schema served on `/graphql`.
@@ -39,14 +39,25 @@ pub struct RequestData {
     pub audit: RequestAudit,
 }
 
-pub fn build_schema(
-    patients: Patients,
-    appointments: Appointments,
-    access_log: AccessLog,
-) -> PortalSchema {
+/// The read models the schema serves.
+pub struct ReadModels {
+    pub patients: Patients,
+    pub appointments: Appointments,
+    pub observations: Observations,
+    pub access_log: AccessLog,
+}
+
+pub fn build_schema(models: ReadModels) -> PortalSchema {
+    let ReadModels {
+        patients,
+        appointments,
+        observations,
+        access_log,
+    } = models;
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(patients)
         .data(appointments)
+        .data(observations)
         .data(access_log)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -335,6 +346,12 @@ impl Edge for PatientEdge {
     }
 }
 
+impl Edge for ObservationEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
 impl Edge for AppointmentEdge {
     fn cursor(&self) -> &str {
         &self.cursor
@@ -425,59 +442,87 @@ pub struct AppointmentFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// Whose appointments the caller may read: `Err` names why not.
-enum AppointmentScope {
-    All,
-    Patient(Uuid),
-    /// A practitioner's own appointments (the patients in their care).
-    Practitioner(String),
+/// A measured amount with its UCUM unit.
+#[derive(SimpleObject)]
+pub struct Quantity {
+    pub value: f64,
+    pub unit: Option<String>,
 }
 
-fn appointment_scope(request: &RequestData) -> Result<AppointmentScope, &'static str> {
-    let caller = &request.caller;
-    if caller.has(events::Role::Admin) {
-        return Ok(AppointmentScope::All);
-    }
-    if caller.has(events::Role::Practitioner) {
-        // Break-the-glass opens every patient's appointments, with the reason on record.
-        return Ok(if request.audit.context.break_glass_reason.is_some() {
-            AppointmentScope::All
-        } else {
-            AppointmentScope::Practitioner(caller.claims.sub.clone())
-        });
-    }
-    match access::compartment(caller)? {
-        access::Compartment::Only(own) => Ok(AppointmentScope::Patient(own)),
-        access::Compartment::All => Ok(AppointmentScope::All),
+/// An observation (FHIR R4 Observation in spirit): a vital sign or a lab result.
+#[derive(SimpleObject)]
+pub struct Observation {
+    pub id: ID,
+    pub version: i64,
+    pub patient_id: ID,
+    pub encounter_id: Option<ID>,
+    /// FHIR ObservationStatus, e.g. final.
+    pub status: String,
+    /// e.g. vital-signs, laboratory.
+    pub category: String,
+    /// The LOINC code.
+    pub code: Coding,
+    pub value_quantity: Option<Quantity>,
+    pub value_coding: Option<Coding>,
+    pub value_string: Option<String>,
+    pub effective_at: DateTime<Utc>,
+    pub performer_id: String,
+}
+
+impl From<ObservationRow> for Observation {
+    fn from(o: ObservationRow) -> Self {
+        Observation {
+            id: ID(o.id.to_string()),
+            version: o.version,
+            patient_id: ID(o.patient_id.to_string()),
+            encounter_id: o.encounter_id.map(|e| ID(e.to_string())),
+            status: o.status,
+            category: o.category,
+            code: Coding {
+                system: o.code_system,
+                code: o.code,
+                display: o.code_display,
+            },
+            value_quantity: o.value_quantity.map(|value| Quantity {
+                value,
+                unit: o.value_unit,
+            }),
+            value_coding: o.value_coding.map(|c| Coding {
+                system: c.system,
+                code: c.code,
+                display: c.display,
+            }),
+            value_string: o.value_string,
+            effective_at: o.effective_at,
+            performer_id: o.performer_id,
+        }
     }
 }
 
-fn appointment_denial(scope: &AppointmentScope, row: &AppointmentRow) -> Option<&'static str> {
-    match scope {
-        AppointmentScope::All => None,
-        AppointmentScope::Patient(own) => (row.patient_id != *own)
-            .then_some("patients may read only their own appointments"),
-        AppointmentScope::Practitioner(me) => (row.practitioner_id != *me).then_some(
-            "the patient is not in this practitioner's care: break the glass (X-Purpose-Of-Use: ETREAT) to read it",
-        ),
-    }
+#[derive(SimpleObject)]
+pub struct ObservationEdge {
+    pub cursor: String,
+    pub node: Observation,
 }
 
-fn start_cursor(row: &AppointmentRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "appointment:{}:{}",
-        row.start_at.timestamp_micros(),
-        row.id
-    ))
+#[derive(SimpleObject)]
+pub struct ObservationConnection {
+    pub edges: Vec<ObservationEdge>,
+    pub page_info: PageInfo,
 }
 
-fn parse_start_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
+/// A cursor over `(time, id)` ordered rows, tagged with its field's name.
+fn time_cursor(tag: &str, at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{tag}:{}:{id}", at.timestamp_micros()))
+}
+
+fn parse_time_cursor(tag: &str, cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| {
-            let (micros, id) = s.strip_prefix("appointment:")?.split_once(':')?;
+            let (micros, id) = s.strip_prefix(tag)?.strip_prefix(':')?.split_once(':')?;
             Some((
                 DateTime::from_timestamp_micros(micros.parse().ok()?)?,
                 id.parse().ok()?,
@@ -485,10 +530,51 @@ fn parse_start_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uui
         })
         .ok_or_else(|| {
             coded(
-                "`after` is not a cursor from appointments",
+                format!("`after` is not a cursor from {tag}"),
                 "BAD_USER_INPUT",
             )
         })
+}
+
+/// Whose clinical resources the caller may read: `Err` names why not.
+enum Scope {
+    All,
+    Patient(Uuid),
+    /// The resources a practitioner is on (as the appointment's practitioner, the
+    /// observation's performer, ...): the patients in their care.
+    Practitioner(String),
+}
+
+fn clinical_scope(request: &RequestData) -> Result<Scope, &'static str> {
+    let caller = &request.caller;
+    if caller.has(events::Role::Admin) {
+        return Ok(Scope::All);
+    }
+    if caller.has(events::Role::Practitioner) {
+        // Break-the-glass opens every patient's resources, with the reason on record.
+        return Ok(if request.audit.context.break_glass_reason.is_some() {
+            Scope::All
+        } else {
+            Scope::Practitioner(caller.claims.sub.clone())
+        });
+    }
+    match access::compartment(caller)? {
+        access::Compartment::Only(own) => Ok(Scope::Patient(own)),
+        access::Compartment::All => Ok(Scope::All),
+    }
+}
+
+/// Why the caller may not read a resource of `patient` that `practitioner` is on.
+fn scope_denial(scope: &Scope, patient: Uuid, practitioner: &str) -> Option<&'static str> {
+    match scope {
+        Scope::All => None,
+        Scope::Patient(own) => {
+            (patient != *own).then_some("patients may read only their own records")
+        }
+        Scope::Practitioner(me) => (practitioner != me).then_some(
+            "the patient is not in this practitioner's care: break the glass (X-Purpose-Of-Use: ETREAT) to read it",
+        ),
+    }
 }
 
 /// One access to a patient's data, from the PHI access audit log.
@@ -562,39 +648,78 @@ pub struct PhiAccessFilter {
     pub purpose_of_use: Option<String>,
 }
 
-fn access_cursor(row: &AccessRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "access:{}:{}",
-        row.occurred_at.timestamp_micros(),
-        row.event_id
-    ))
-}
-
-fn parse_access_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            let rest = s.strip_prefix("access:")?;
-            let (micros, id) = rest.split_once(':')?;
-            Some((
-                DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-                id.parse().ok()?,
-            ))
-        })
-        .ok_or_else(|| {
-            coded(
-                "`after` is not a cursor from phiAccessLog",
-                "BAD_USER_INPUT",
-            )
-        })
-}
-
 pub struct Query;
 
 #[Object]
 impl Query {
+    /// One patient's observations, oldest first, optionally one LOINC `code` and a time range
+    /// (`from` inclusive, `to` exclusive), `first` (default 20, at most 100) at a time.
+    /// Patients read their own; practitioners those they performed (all with
+    /// break-the-glass); admins all.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn observations(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        code: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ObservationConnection> {
+        let request = ctx.data::<RequestData>()?;
+        let first = page_size(first)?;
+        let after = after
+            .as_deref()
+            .map(|c| parse_time_cursor("observations", c))
+            .transpose()?;
+        let patient_id: Uuid = patient_id
+            .parse()
+            .map_err(|_| coded("`patientId` is not a patient id", "BAD_USER_INPUT"))?;
+        let performer_id = match clinical_scope(request) {
+            Err(reason) => None.ok_or(reason),
+            Ok(Scope::All) => Ok(None),
+            Ok(Scope::Patient(own)) if own == patient_id => Ok(None),
+            Ok(Scope::Patient(_)) => Err("patients may read only their own records"),
+            Ok(Scope::Practitioner(me)) => Ok(Some(me)),
+        };
+        let performer_id = match performer_id {
+            Ok(performer) => performer,
+            Err(reason) => {
+                return Err(
+                    denied(request, patient_id, AccessAction::Search, vec![], reason).await,
+                );
+            }
+        };
+        let search = ObservationSearch {
+            patient_id,
+            code,
+            from,
+            to,
+            performer_id,
+        };
+        let rows = ctx
+            .data::<Observations>()?
+            .search(&search, after, first as i64 + 1)
+            .await
+            .map_err(unavailable)?;
+        let (edges, page_info) = audited_page(
+            request,
+            "Observation",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.patient_id, row.id.to_string()),
+            |row| ObservationEdge {
+                cursor: time_cursor("observations", row.effective_at, row.id),
+                node: row.into(),
+            },
+        )
+        .await?;
+        Ok(ObservationConnection { edges, page_info })
+    }
+
     /// One appointment by id; null if there is none.
     async fn appointment(
         &self,
@@ -605,7 +730,7 @@ impl Query {
         let id: Uuid = id
             .parse()
             .map_err(|_| coded("`id` is not an appointment id", "BAD_USER_INPUT"))?;
-        let scope = match appointment_scope(request) {
+        let scope = match clinical_scope(request) {
             Ok(scope) => scope,
             Err(reason) => {
                 return Err(denied(request, Uuid::nil(), AccessAction::Read, vec![], reason).await);
@@ -619,7 +744,7 @@ impl Query {
         else {
             return Ok(None);
         };
-        if let Some(reason) = appointment_denial(&scope, &row) {
+        if let Some(reason) = scope_denial(&scope, row.patient_id, &row.practitioner_id) {
             return Err(denied(
                 request,
                 row.patient_id,
@@ -646,7 +771,10 @@ impl Query {
     ) -> async_graphql::Result<AppointmentConnection> {
         let request = ctx.data::<RequestData>()?;
         let first = page_size(first)?;
-        let after = after.as_deref().map(parse_start_cursor).transpose()?;
+        let after = after
+            .as_deref()
+            .map(|c| parse_time_cursor("appointments", c))
+            .transpose()?;
         let filter = filter.unwrap_or_default();
         let patient_id = filter
             .patient_id
@@ -661,15 +789,15 @@ impl Query {
             to: filter.to,
         };
         // The scope narrows the search; asking outside it is refused, not silently narrowed.
-        let outside = match appointment_scope(request) {
+        let outside = match clinical_scope(request) {
             Err(reason) => Some(reason),
-            Ok(AppointmentScope::All) => None,
-            Ok(AppointmentScope::Patient(own)) => {
+            Ok(Scope::All) => None,
+            Ok(Scope::Patient(own)) => {
                 let other = search.patient_id.is_some_and(|p| p != own);
                 search.patient_id = Some(own);
                 other.then_some("patients may read only their own appointments")
             }
-            Ok(AppointmentScope::Practitioner(me)) => {
+            Ok(Scope::Practitioner(me)) => {
                 let other = search.practitioner_id.as_ref().is_some_and(|p| *p != me);
                 search.practitioner_id = Some(me);
                 other.then_some(
@@ -694,7 +822,7 @@ impl Query {
             after.is_some(),
             |row| (row.patient_id, row.id.to_string()),
             |row| AppointmentEdge {
-                cursor: start_cursor(&row),
+                cursor: time_cursor("appointments", row.start_at, row.id),
                 node: row.into(),
             },
         )
@@ -719,7 +847,10 @@ impl Query {
             return Err(denied(request, Uuid::nil(), AccessAction::Search, vec![], reason).await);
         }
         let first = page_size(first)?;
-        let after = after.as_deref().map(parse_access_cursor).transpose()?;
+        let after = after
+            .as_deref()
+            .map(|c| parse_time_cursor("phiAccessLog", c))
+            .transpose()?;
         let filter = filter.unwrap_or_default();
         let search = AccessSearch {
             patient_id: filter
@@ -748,7 +879,7 @@ impl Query {
             after.is_some(),
             |row| (row.patient_id, row.event_id.to_string()),
             |row| PhiAccessEdge {
-                cursor: access_cursor(&row),
+                cursor: time_cursor("phiAccessLog", row.occurred_at, row.event_id),
                 node: row.into(),
             },
         )

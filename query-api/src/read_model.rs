@@ -311,3 +311,78 @@ fn decode_rows<T: serde::de::DeserializeOwned>(
         .map(|row| serde_json::from_value(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
         .collect()
 }
+
+/// One observation as the laboratory read model holds it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ObservationRow {
+    pub id: Uuid,
+    pub version: i64,
+    pub patient_id: Uuid,
+    pub encounter_id: Option<Uuid>,
+    pub status: String,
+    pub category: String,
+    pub code_system: String,
+    pub code: String,
+    pub code_display: Option<String>,
+    pub value_quantity: Option<f64>,
+    pub value_unit: Option<String>,
+    pub value_coding: Option<events::clinical::Coding>,
+    pub value_string: Option<String>,
+    pub effective_at: DateTime<Utc>,
+    pub performer_id: String,
+}
+
+/// One patient's observations; all given criteria must match (`from` inclusive, `to`
+/// exclusive, on the effective time).
+#[derive(Debug, Clone)]
+pub struct ObservationSearch {
+    pub patient_id: Uuid,
+    pub code: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub performer_id: Option<String>,
+}
+
+/// The laboratory read model (`laboratory_service`).
+#[derive(Debug, Clone)]
+pub struct Observations {
+    pool: PgPool,
+}
+
+impl Observations {
+    pub fn new(pool: PgPool) -> Self {
+        Observations { pool }
+    }
+
+    /// Up to `limit` observations matching `search` after `after` (effective time, id), oldest
+    /// first.
+    pub async fn search(
+        &self,
+        search: &ObservationSearch,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<ObservationRow>, sqlx::Error> {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT to_jsonb(o) FROM observations o
+             WHERE o.patient_id = $1
+               AND ($2::TEXT IS NULL OR o.code = $2)
+               AND ($3::TIMESTAMPTZ IS NULL OR o.effective_at >= $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR o.effective_at < $4)
+               AND ($5::TEXT IS NULL OR o.performer_id = $5)
+               AND ($6::TIMESTAMPTZ IS NULL OR (o.effective_at, o.id) > ($6, $7::UUID))
+             ORDER BY o.effective_at, o.id
+             LIMIT $8",
+        )
+        .bind(search.patient_id)
+        .bind(&search.code)
+        .bind(search.from)
+        .bind(search.to)
+        .bind(&search.performer_id)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+}

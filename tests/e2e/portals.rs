@@ -10,6 +10,12 @@ use tests::{Stack, ada, token};
 
 use crate::{PATIENT_QUERY, read_until_visible};
 
+/// Starts `projection`'s projector on `database`, as the projector role.
+async fn projector(stack: &Stack, projection: &str, database: &str) -> tests::Projector {
+    let database = tests::Databases::as_role(database, platform::provision::Service::Projector);
+    tests::Projector::start_on(projection, &stack.cluster, &stack.log_dir, &database, None).await
+}
+
 async fn batch(stack: &Stack, who: &str, operations: Value, request_id: &str) -> (u16, Value) {
     let response = stack
         .http
@@ -108,7 +114,6 @@ const ACCESS_LOG_QUERY: &str = "query($patient: ID!) {
 
 #[tokio::test]
 async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_search_is_audited() {
-    use platform::provision::Service;
     let stack = Stack::start().await;
     let id = stack.register(&ada()).await["id"]
         .as_str()
@@ -132,14 +137,7 @@ async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_sear
     assert_eq!(status, 200, "{body}");
 
     // The audit index, served by its projector as the projector role.
-    let _audit = tests::Projector::start_on(
-        "audit",
-        &stack.cluster,
-        &stack.log_dir,
-        &tests::Databases::as_role(&stack.databases.audit, Service::Projector),
-        None,
-    )
-    .await;
+    let _audit = projector(&stack, "audit", &stack.databases.audit).await;
     let auditor = token(Role::Auditor, "auditor-1", None);
     let search = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -235,16 +233,8 @@ fn appointment_ids(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn appointments_are_read_by_their_patient_and_practitioner_and_others_only_by_breaking_the_glass()
  {
-    use platform::provision::Service;
     let stack = Stack::start().await;
-    let _projector = tests::Projector::start_on(
-        "appointment",
-        &stack.cluster,
-        &stack.log_dir,
-        &tests::Databases::as_role(&stack.databases.appointment, Service::Projector),
-        None,
-    )
-    .await;
+    let _projector = projector(&stack, "appointment", &stack.databases.appointment).await;
     let ada = stack.register(&ada()).await["id"]
         .as_str()
         .unwrap()
@@ -312,4 +302,110 @@ async fn appointments_are_read_by_their_patient_and_practitioner_and_others_only
         )
         .await;
     assert_eq!(appointment_ids(&body), vec![bob_visit], "{body}");
+}
+
+const OBSERVATIONS_QUERY: &str = "query($patient: ID!, $after: String) {
+    observations(patientId: $patient, code: \"8867-4\", first: 100, after: $after) {
+        edges { node { id valueQuantity { value unit } effectiveAt } }
+        pageInfo { hasNextPage endCursor } } }";
+
+#[tokio::test]
+async fn a_patient_pages_through_their_250_results_exactly_once_each_and_no_one_elses() {
+    let stack = Stack::start().await;
+    let _projector = projector(&stack, "laboratory", &stack.databases.laboratory).await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let mut recorded = Vec::new();
+    for chunk in (0..250).collect::<Vec<i32>>().chunks(25) {
+        let writes = chunk.iter().map(|i| {
+            let body =
+                crate::commands::vital_body(&ada, None, "8867-4", 60.0 + f64::from(i % 40), "/min");
+            let (stack, doctor) = (&stack, &doctor);
+            async move {
+                let (status, _, json) = stack
+                    .command(
+                        reqwest::Method::POST,
+                        "/v1/observations",
+                        Some(doctor),
+                        &[],
+                        body.to_string().into_bytes(),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{json}");
+                json["id"].as_str().unwrap().to_string()
+            }
+        });
+        recorded.extend(futures::future::join_all(writes).await);
+    }
+
+    // Read 100 at a time until the pages stop, as the patient.
+    let patient = token(Role::Patient, "ada", Some(ada.parse().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = loop {
+        let mut read: Vec<(String, String)> = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let (status, _, body) = stack
+                .graphql(
+                    &patient,
+                    &[],
+                    OBSERVATIONS_QUERY,
+                    json!({"patient": ada, "after": after}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let page = &body["data"]["observations"];
+            for edge in page["edges"].as_array().unwrap() {
+                read.push((
+                    edge["node"]["effectiveAt"].as_str().unwrap().to_string(),
+                    edge["node"]["id"].as_str().unwrap().to_string(),
+                ));
+            }
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        if read.len() >= 250 || Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut ids: Vec<String> = read.iter().map(|(_, id)| id.clone()).collect();
+    let ordered = read.windows(2).all(|w| w[0] <= w[1]);
+    ids.sort();
+    recorded.sort();
+    assert_eq!(ids, recorded, "every result exactly once");
+    assert!(ordered, "oldest first");
+
+    // Another patient's results are refused, and so are a stranger practitioner's reads.
+    let bob = token(Role::Patient, "bob", Some(uuid::Uuid::now_v7()));
+    let (_, _, body) = stack
+        .graphql(
+            &bob,
+            &[],
+            OBSERVATIONS_QUERY,
+            json!({"patient": ada, "after": null}),
+        )
+        .await;
+    assert_forbidden(&body);
+    let stranger = token(Role::Practitioner, "dr-other", None);
+    let (_, _, body) = stack
+        .graphql(
+            &stranger,
+            &[],
+            OBSERVATIONS_QUERY,
+            json!({"patient": ada, "after": null}),
+        )
+        .await;
+    assert!(
+        body["data"]["observations"]["edges"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{body}"
+    );
 }

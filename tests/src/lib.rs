@@ -298,6 +298,7 @@ pub struct Databases {
     /// The appointment read model and the PHI access index: provisioned, each served by its
     /// projector only where a test starts one (`Projector::start_on`).
     pub appointment: String,
+    pub laboratory: String,
     pub audit: String,
 }
 
@@ -318,6 +319,7 @@ impl Databases {
             read_models: vec![
                 Databases::name(&self.patient),
                 Databases::name(&self.appointment),
+                Databases::name(&self.laboratory),
                 Databases::name(&self.audit),
             ],
             registry: None,
@@ -348,6 +350,7 @@ impl Databases {
             event_store: format!("{server}/hp_test_{}_events", &id[..12]),
             patient: format!("{server}/hp_test_{}_patient", &id[..12]),
             appointment: format!("{server}/hp_test_{}_appointment", &id[..12]),
+            laboratory: format!("{server}/hp_test_{}_laboratory", &id[..12]),
             audit: format!("{server}/hp_test_{}_audit", &id[..12]),
         }
     }
@@ -449,6 +452,8 @@ impl Stack {
                 &role(&databases.patient, Service::Query),
                 "--appointment-database-url",
                 &role(&databases.appointment, Service::Query),
+                "--laboratory-database-url",
+                &role(&databases.laboratory, Service::Query),
                 "--audit-database-url",
                 &role(&databases.audit, Service::Query),
             ],

@@ -9,10 +9,11 @@ use clap::Parser;
 use platform::client_ip::TrustedProxies;
 use platform::metrics::Metrics;
 use query_api::audit::AuditLog;
+use query_api::graphql::ReadModels;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
-use query_api::read_model::{AccessLog, Appointments, Patients};
+use query_api::read_model::{AccessLog, Appointments, Observations, Patients};
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -30,6 +31,9 @@ struct Args {
     /// The appointment read model (connected on first use).
     #[arg(long, env = "HEALTHPLANE_APPOINTMENT_DATABASE_URL", default_value_t = platform::config::default_database_url("appointment_service"))]
     appointment_database_url: String,
+    /// The laboratory read model (observations; connected on first use).
+    #[arg(long, env = "HEALTHPLANE_LABORATORY_DATABASE_URL", default_value_t = platform::config::default_database_url("laboratory_service"))]
+    laboratory_database_url: String,
     /// The PHI access index (read by `phiAccessLog`; connected on first use).
     #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
     audit_database_url: String,
@@ -48,6 +52,11 @@ struct Args {
     trusted_proxies: String,
     #[command(flatten)]
     api: platform::consistency::ApiArgs,
+}
+
+/// A read model's pool, connected on first use (the API starts before its projectors).
+fn lazy(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    platform::db::connect_reader_lazy(url, platform::db::READ_MODEL_SCHEMA, 8)
 }
 
 #[tokio::main]
@@ -78,19 +87,12 @@ async fn main() -> anyhow::Result<()> {
     ));
     let patients = Patients::new(pool);
     let state = AppState {
-        schema: build_schema(
-            patients.clone(),
-            Appointments::new(platform::db::connect_reader_lazy(
-                &args.appointment_database_url,
-                platform::db::READ_MODEL_SCHEMA,
-                8,
-            )?),
-            AccessLog::new(platform::db::connect_reader_lazy(
-                &args.audit_database_url,
-                platform::db::READ_MODEL_SCHEMA,
-                4,
-            )?),
-        ),
+        schema: build_schema(ReadModels {
+            patients: patients.clone(),
+            appointments: Appointments::new(lazy(&args.appointment_database_url)?),
+            observations: Observations::new(lazy(&args.laboratory_database_url)?),
+            access_log: AccessLog::new(lazy(&args.audit_database_url)?),
+        }),
         guards: Arc::new(Guards::new(
             verifier,
             consistency,
