@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::audit::RequestAudit;
 use crate::read_model::{
     AccessLog, AccessRow, AccessSearch, AppointmentRow, AppointmentSearch, Appointments,
-    ObservationRow, ObservationSearch, Observations, PatientRow, PatientSearch, Patients,
+    MedicationRequestRow, MedicationRequests, ObservationRow, ObservationSearch, Observations,
+    PatientRow, PatientSearch, Patients,
 };
 
 /// The schema served on `/graphql`.
@@ -44,6 +45,7 @@ pub struct ReadModels {
     pub patients: Patients,
     pub appointments: Appointments,
     pub observations: Observations,
+    pub medication_requests: MedicationRequests,
     pub access_log: AccessLog,
 }
 
@@ -52,12 +54,14 @@ pub fn build_schema(models: ReadModels) -> PortalSchema {
         patients,
         appointments,
         observations,
+        medication_requests,
         access_log,
     } = models;
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(patients)
         .data(appointments)
         .data(observations)
+        .data(medication_requests)
         .data(access_log)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -346,6 +350,12 @@ impl Edge for PatientEdge {
     }
 }
 
+impl Edge for MedicationRequestEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
 impl Edge for ObservationEdge {
     fn cursor(&self) -> &str {
         &self.cursor
@@ -406,11 +416,7 @@ impl From<AppointmentRow> for Appointment {
             start: a.start_at,
             end: a.end_at,
             status: a.status,
-            service_type: a.service_type.map(|c| Coding {
-                system: c.system,
-                code: c.code,
-                display: c.display,
-            }),
+            service_type: a.service_type.map(coding),
             description: a.description,
             cancel_reason: a.cancel_reason,
             updated_at: a.updated_at,
@@ -487,11 +493,7 @@ impl From<ObservationRow> for Observation {
                 value,
                 unit: o.value_unit,
             }),
-            value_coding: o.value_coding.map(|c| Coding {
-                system: c.system,
-                code: c.code,
-                display: c.display,
-            }),
+            value_coding: o.value_coding.map(coding),
             value_string: o.value_string,
             effective_at: o.effective_at,
             performer_id: o.performer_id,
@@ -509,6 +511,113 @@ pub struct ObservationEdge {
 pub struct ObservationConnection {
     pub edges: Vec<ObservationEdge>,
     pub page_info: PageInfo,
+}
+
+/// How a medication is to be taken.
+#[derive(SimpleObject)]
+pub struct Dosage {
+    /// Free-text instructions, e.g. "10 mg once a day".
+    pub text: String,
+    pub dose: Option<Quantity>,
+    /// Administrations per period.
+    pub frequency: Option<i32>,
+    pub period: Option<f64>,
+    /// UCUM unit of time: s | min | h | d | wk | mo | a
+    pub period_unit: Option<String>,
+    pub route: Option<Coding>,
+}
+
+/// A medication request (FHIR R4 MedicationRequest in spirit): a prescription.
+#[derive(SimpleObject)]
+pub struct MedicationRequest {
+    pub id: ID,
+    pub version: i64,
+    pub patient_id: ID,
+    pub encounter_id: Option<ID>,
+    /// The RxNorm code.
+    pub medication: Coding,
+    /// FHIR medicationrequest-status, e.g. active.
+    pub status: String,
+    /// FHIR medicationrequest-intent, e.g. order.
+    pub intent: String,
+    pub dosage: Option<Dosage>,
+    pub dispense_quantity: Option<Quantity>,
+    pub refills: Option<i32>,
+    pub authored_on: DateTime<Utc>,
+    pub requester_id: String,
+    pub note: Option<String>,
+}
+
+fn coding(c: events::clinical::Coding) -> Coding {
+    Coding {
+        system: c.system,
+        code: c.code,
+        display: c.display,
+    }
+}
+
+fn quantity(q: events::clinical::Quantity) -> Quantity {
+    Quantity {
+        value: q.value,
+        unit: Some(q.unit),
+    }
+}
+
+impl From<MedicationRequestRow> for MedicationRequest {
+    fn from(m: MedicationRequestRow) -> Self {
+        MedicationRequest {
+            id: ID(m.id.to_string()),
+            version: m.version,
+            patient_id: ID(m.patient_id.to_string()),
+            encounter_id: m.encounter_id.map(|e| ID(e.to_string())),
+            medication: Coding {
+                system: m.medication_system,
+                code: m.medication_code,
+                display: m.medication_display,
+            },
+            status: m.status,
+            intent: m.intent,
+            dosage: m.dosage.map(|d| Dosage {
+                text: d.text,
+                dose: d.dose.map(quantity),
+                frequency: d.frequency,
+                period: d.period,
+                period_unit: d.period_unit,
+                route: d.route.map(coding),
+            }),
+            dispense_quantity: m.dispense_quantity.map(quantity),
+            refills: m.refills,
+            authored_on: m.authored_on,
+            requester_id: m.requester_id,
+            note: m.note,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct MedicationRequestEdge {
+    pub cursor: String,
+    pub node: MedicationRequest,
+}
+
+#[derive(SimpleObject)]
+pub struct MedicationRequestConnection {
+    pub edges: Vec<MedicationRequestEdge>,
+    pub page_info: PageInfo,
+}
+
+/// Whose records the caller may read of `patient`: `Ok(Some(practitioner))` narrows to the
+/// ones that practitioner is on; `Err` names why none.
+fn patient_records_scope(
+    request: &RequestData,
+    patient: Uuid,
+) -> Result<Option<String>, &'static str> {
+    match clinical_scope(request)? {
+        Scope::All => Ok(None),
+        Scope::Patient(own) if own == patient => Ok(None),
+        Scope::Patient(_) => Err("patients may read only their own records"),
+        Scope::Practitioner(me) => Ok(Some(me)),
+    }
 }
 
 /// A cursor over `(time, id)` ordered rows, tagged with its field's name.
@@ -652,6 +761,62 @@ pub struct Query;
 
 #[Object]
 impl Query {
+    /// One patient's medication requests, oldest first, optionally one `status`, `first`
+    /// (default 20, at most 100) at a time. Patients read their own; practitioners those they
+    /// prescribed (all with break-the-glass); admins all.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn medication_requests(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        status: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MedicationRequestConnection> {
+        let request = ctx.data::<RequestData>()?;
+        let first = page_size(first)?;
+        let after = after
+            .as_deref()
+            .map(|c| parse_time_cursor("medicationRequests", c))
+            .transpose()?;
+        let patient_id: Uuid = patient_id
+            .parse()
+            .map_err(|_| coded("`patientId` is not a patient id", "BAD_USER_INPUT"))?;
+        let requester = match patient_records_scope(request, patient_id) {
+            Ok(requester) => requester,
+            Err(reason) => {
+                return Err(
+                    denied(request, patient_id, AccessAction::Search, vec![], reason).await,
+                );
+            }
+        };
+        let rows = ctx
+            .data::<MedicationRequests>()?
+            .search(
+                patient_id,
+                status.as_deref(),
+                requester.as_deref(),
+                after,
+                first as i64 + 1,
+            )
+            .await
+            .map_err(unavailable)?;
+        let (edges, page_info) = audited_page(
+            request,
+            "MedicationRequest",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.patient_id, row.id.to_string()),
+            |row| MedicationRequestEdge {
+                cursor: time_cursor("medicationRequests", row.authored_on, row.id),
+                node: row.into(),
+            },
+        )
+        .await?;
+        Ok(MedicationRequestConnection { edges, page_info })
+    }
+
     /// One patient's observations, oldest first, optionally one LOINC `code` and a time range
     /// (`from` inclusive, `to` exclusive), `first` (default 20, at most 100) at a time.
     /// Patients read their own; practitioners those they performed (all with
@@ -677,14 +842,7 @@ impl Query {
         let patient_id: Uuid = patient_id
             .parse()
             .map_err(|_| coded("`patientId` is not a patient id", "BAD_USER_INPUT"))?;
-        let performer_id = match clinical_scope(request) {
-            Err(reason) => None.ok_or(reason),
-            Ok(Scope::All) => Ok(None),
-            Ok(Scope::Patient(own)) if own == patient_id => Ok(None),
-            Ok(Scope::Patient(_)) => Err("patients may read only their own records"),
-            Ok(Scope::Practitioner(me)) => Ok(Some(me)),
-        };
-        let performer_id = match performer_id {
+        let performer_id = match patient_records_scope(request, patient_id) {
             Ok(performer) => performer,
             Err(reason) => {
                 return Err(

@@ -386,3 +386,65 @@ impl Observations {
         decode_rows(rows)
     }
 }
+
+/// One medication request as the pharmacy read model holds it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct MedicationRequestRow {
+    pub id: Uuid,
+    pub version: i64,
+    pub patient_id: Uuid,
+    pub encounter_id: Option<Uuid>,
+    pub medication_system: String,
+    pub medication_code: String,
+    pub medication_display: Option<String>,
+    pub status: String,
+    pub intent: String,
+    pub dosage: Option<events::medication::Dosage>,
+    pub dispense_quantity: Option<events::clinical::Quantity>,
+    pub refills: Option<i32>,
+    pub authored_on: DateTime<Utc>,
+    pub requester_id: String,
+    pub note: Option<String>,
+}
+
+/// The pharmacy read model (`pharmacy_service`).
+#[derive(Debug, Clone)]
+pub struct MedicationRequests {
+    pool: PgPool,
+}
+
+impl MedicationRequests {
+    pub fn new(pool: PgPool) -> Self {
+        MedicationRequests { pool }
+    }
+
+    /// Up to `limit` of `patient`'s requests (optionally one `status`, one `requester`) after
+    /// `after` (authored time, id), oldest first.
+    pub async fn search(
+        &self,
+        patient: Uuid,
+        status: Option<&str>,
+        requester: Option<&str>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<MedicationRequestRow>, sqlx::Error> {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT to_jsonb(m) FROM medication_requests m
+             WHERE m.patient_id = $1
+               AND ($2::TEXT IS NULL OR m.status = $2)
+               AND ($3::TEXT IS NULL OR m.requester_id = $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR (m.authored_on, m.id) > ($4, $5::UUID))
+             ORDER BY m.authored_on, m.id
+             LIMIT $6",
+        )
+        .bind(patient)
+        .bind(status)
+        .bind(requester)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+}

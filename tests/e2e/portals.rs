@@ -409,3 +409,61 @@ async fn a_patient_pages_through_their_250_results_exactly_once_each_and_no_one_
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_patient_reads_their_prescriptions_with_dosage_and_the_prescriber_reads_those_they_wrote()
+{
+    let stack = Stack::start().await;
+    let _projector = projector(&stack, "pharmacy", &stack.databases.pharmacy).await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let (status, _, written) = stack
+        .command(
+            reqwest::Method::POST,
+            "/v1/medication-requests",
+            Some(&doctor),
+            &[],
+            crate::commands::prescription_body(&ada, None)
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{written}");
+    let query = "query($patient: ID!) { medicationRequests(patientId: $patient, status: \"active\") {
+        edges { node { id medication { code display } dosage { text dose { value unit } frequency periodUnit }
+                       requesterId refills } } } }";
+    let patient = token(Role::Patient, "ada", Some(ada.parse().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let node = loop {
+        let (status, _, body) = stack
+            .graphql(&patient, &[], query, json!({"patient": ada}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if let Some(edge) = body["data"]["medicationRequests"]["edges"].get(0) {
+            break edge["node"].clone();
+        }
+        assert!(Instant::now() < deadline, "never visible: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(node["id"], written["id"]);
+    assert_eq!(node["medication"]["code"], "314076");
+    assert_eq!(node["dosage"]["text"], "10 mg once a day");
+    assert_eq!(node["dosage"]["dose"]["unit"], "mg");
+    assert_eq!(node["requesterId"], "dr-hopper");
+
+    let (_, _, body) = stack
+        .graphql(&doctor, &[], query, json!({"patient": ada}))
+        .await;
+    assert_eq!(
+        body["data"]["medicationRequests"]["edges"][0]["node"]["id"],
+        written["id"]
+    );
+    let bob = token(Role::Patient, "bob", Some(uuid::Uuid::now_v7()));
+    let (_, _, body) = stack
+        .graphql(&bob, &[], query, json!({"patient": ada}))
+        .await;
+    assert_forbidden(&body);
+}

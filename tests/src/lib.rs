@@ -299,6 +299,7 @@ pub struct Databases {
     /// projector only where a test starts one (`Projector::start_on`).
     pub appointment: String,
     pub laboratory: String,
+    pub pharmacy: String,
     pub audit: String,
 }
 
@@ -320,6 +321,7 @@ impl Databases {
                 Databases::name(&self.patient),
                 Databases::name(&self.appointment),
                 Databases::name(&self.laboratory),
+                Databases::name(&self.pharmacy),
                 Databases::name(&self.audit),
             ],
             registry: None,
@@ -351,6 +353,7 @@ impl Databases {
             patient: format!("{server}/hp_test_{}_patient", &id[..12]),
             appointment: format!("{server}/hp_test_{}_appointment", &id[..12]),
             laboratory: format!("{server}/hp_test_{}_laboratory", &id[..12]),
+            pharmacy: format!("{server}/hp_test_{}_pharmacy", &id[..12]),
             audit: format!("{server}/hp_test_{}_audit", &id[..12]),
         }
     }
@@ -454,6 +457,8 @@ impl Stack {
                 &role(&databases.appointment, Service::Query),
                 "--laboratory-database-url",
                 &role(&databases.laboratory, Service::Query),
+                "--pharmacy-database-url",
+                &role(&databases.pharmacy, Service::Query),
                 "--audit-database-url",
                 &role(&databases.audit, Service::Query),
             ],

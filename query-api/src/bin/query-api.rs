@@ -13,7 +13,7 @@ use query_api::graphql::ReadModels;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
-use query_api::read_model::{AccessLog, Appointments, Observations, Patients};
+use query_api::read_model::{AccessLog, Appointments, MedicationRequests, Observations, Patients};
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -34,6 +34,9 @@ struct Args {
     /// The laboratory read model (observations; connected on first use).
     #[arg(long, env = "HEALTHPLANE_LABORATORY_DATABASE_URL", default_value_t = platform::config::default_database_url("laboratory_service"))]
     laboratory_database_url: String,
+    /// The pharmacy read model (medication requests; connected on first use).
+    #[arg(long, env = "HEALTHPLANE_PHARMACY_DATABASE_URL", default_value_t = platform::config::default_database_url("pharmacy_service"))]
+    pharmacy_database_url: String,
     /// The PHI access index (read by `phiAccessLog`; connected on first use).
     #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
     audit_database_url: String,
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             patients: patients.clone(),
             appointments: Appointments::new(lazy(&args.appointment_database_url)?),
             observations: Observations::new(lazy(&args.laboratory_database_url)?),
+            medication_requests: MedicationRequests::new(lazy(&args.pharmacy_database_url)?),
             access_log: AccessLog::new(lazy(&args.audit_database_url)?),
         }),
         guards: Arc::new(Guards::new(
