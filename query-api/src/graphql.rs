@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::audit::RequestAudit;
 use crate::read_model::{
-    AccessLog, AccessRow, AccessSearch, AppointmentRow, AppointmentSearch, Appointments,
+    AccessLog, AccessRow, AccessSearch, AppointmentRow, Appointments, EncounterRow, Encounters,
     MedicationRequestRow, MedicationRequests, ObservationRow, ObservationSearch, Observations,
-    PatientRow, PatientSearch, Patients,
+    PatientRow, PatientSearch, Patients, TimelineSearch,
 };
 
 /// The schema served on `/graphql`.
@@ -44,6 +44,7 @@ pub struct RequestData {
 pub struct ReadModels {
     pub patients: Patients,
     pub appointments: Appointments,
+    pub encounters: Encounters,
     pub observations: Observations,
     pub medication_requests: MedicationRequests,
     pub access_log: AccessLog,
@@ -53,6 +54,7 @@ pub fn build_schema(models: ReadModels) -> PortalSchema {
     let ReadModels {
         patients,
         appointments,
+        encounters,
         observations,
         medication_requests,
         access_log,
@@ -60,6 +62,7 @@ pub fn build_schema(models: ReadModels) -> PortalSchema {
     Schema::build(Query, EmptyMutation, EmptySubscription)
         .data(patients)
         .data(appointments)
+        .data(encounters)
         .data(observations)
         .data(medication_requests)
         .data(access_log)
@@ -356,6 +359,12 @@ impl Edge for MedicationRequestEdge {
     }
 }
 
+impl Edge for EncounterEdge {
+    fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
 impl Edge for ObservationEdge {
     fn cursor(&self) -> &str {
         &self.cursor
@@ -645,6 +654,182 @@ fn parse_time_cursor(tag: &str, cursor: &str) -> async_graphql::Result<(DateTime
         })
 }
 
+/// Encounter criteria; all given ones must match. `from` is inclusive and `to` exclusive, on
+/// the start.
+#[derive(InputObject, Default)]
+pub struct EncounterFilter {
+    pub patient_id: Option<ID>,
+    pub practitioner_id: Option<String>,
+    /// in-progress | finished
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl From<EncounterFilter> for AppointmentFilter {
+    /// The same criteria (the two names are api.md's).
+    fn from(f: EncounterFilter) -> Self {
+        AppointmentFilter {
+            patient_id: f.patient_id,
+            practitioner_id: f.practitioner_id,
+            status: f.status,
+            from: f.from,
+            to: f.to,
+        }
+    }
+}
+
+/// An encounter (FHIR R4 Encounter in spirit).
+#[derive(SimpleObject)]
+pub struct Encounter {
+    pub id: ID,
+    pub version: i64,
+    pub patient_id: ID,
+    pub practitioner_id: String,
+    /// The appointment it fulfilled, if any.
+    pub appointment_id: Option<ID>,
+    /// HL7 v3 ActCode, e.g. AMB.
+    pub class_code: String,
+    pub class_display: Option<String>,
+    /// in-progress | finished
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub discharge_disposition: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EncounterRow> for Encounter {
+    fn from(e: EncounterRow) -> Self {
+        Encounter {
+            id: ID(e.id.to_string()),
+            version: e.version,
+            patient_id: ID(e.patient_id.to_string()),
+            practitioner_id: e.practitioner_id,
+            appointment_id: e.appointment_id.map(|a| ID(a.to_string())),
+            class_code: e.class_code,
+            class_display: e.class_display,
+            status: e.status,
+            started_at: e.started_at,
+            ended_at: e.ended_at,
+            reason: e.reason,
+            discharge_disposition: e.discharge_disposition,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct EncounterEdge {
+    pub cursor: String,
+    pub node: Encounter,
+}
+
+#[derive(SimpleObject)]
+pub struct EncounterConnection {
+    pub edges: Vec<EncounterEdge>,
+    pub page_info: PageInfo,
+}
+
+/// The search a filter asks for, narrowed to what the caller may read; asking outside it is
+/// refused (with the patient asked about), not silently narrowed.
+async fn scoped_timeline(
+    request: &RequestData,
+    filter: AppointmentFilter,
+) -> async_graphql::Result<TimelineSearch> {
+    let patient_id = filter
+        .patient_id
+        .map(|id| id.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| coded("`filter.patientId` is not a patient id", "BAD_USER_INPUT"))?;
+    let mut search = TimelineSearch {
+        patient_id,
+        practitioner_id: filter.practitioner_id,
+        status: filter.status,
+        from: filter.from,
+        to: filter.to,
+    };
+    let outside = match clinical_scope(request) {
+        Err(reason) => Some(reason),
+        Ok(Scope::All) => None,
+        Ok(Scope::Patient(own)) => {
+            let other = search.patient_id.is_some_and(|p| p != own);
+            search.patient_id = Some(own);
+            other.then_some("patients may read only their own records")
+        }
+        Ok(Scope::Practitioner(me)) => {
+            let other = search.practitioner_id.as_ref().is_some_and(|p| *p != me);
+            search.practitioner_id = Some(me);
+            other.then_some(
+                "another practitioner's records: break the glass (X-Purpose-Of-Use: ETREAT) to read them",
+            )
+        }
+    };
+    match outside {
+        Some(reason) => {
+            let patient = patient_id.unwrap_or(Uuid::nil());
+            Err(denied(request, patient, AccessAction::Search, vec![], reason).await)
+        }
+        None => Ok(search),
+    }
+}
+
+/// A resource a practitioner is on for a patient (an appointment, an encounter).
+trait WithPractitioner {
+    fn patient_id(&self) -> Uuid;
+    fn practitioner_id(&self) -> &str;
+}
+
+impl WithPractitioner for AppointmentRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
+    }
+    fn practitioner_id(&self) -> &str {
+        &self.practitioner_id
+    }
+}
+
+impl WithPractitioner for EncounterRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
+    }
+    fn practitioner_id(&self) -> &str {
+        &self.practitioner_id
+    }
+}
+
+/// One resource by id for the caller: `None` if there is none, `FORBIDDEN` (audited as
+/// denied) outside their scope, else the resource once its read is audited.
+async fn read_one<R: WithPractitioner>(
+    request: &RequestData,
+    resource_type: &str,
+    id: &ID,
+    fetch: impl AsyncFnOnce(Uuid) -> Result<Option<R>, sqlx::Error>,
+) -> async_graphql::Result<Option<R>> {
+    let id: Uuid = id.parse().map_err(|_| {
+        coded(
+            format!("`id` is not an {resource_type} id"),
+            "BAD_USER_INPUT",
+        )
+    })?;
+    let scope = match clinical_scope(request) {
+        Ok(scope) => scope,
+        Err(reason) => {
+            return Err(denied(request, Uuid::nil(), AccessAction::Read, vec![], reason).await);
+        }
+    };
+    let Some(row) = fetch(id).await.map_err(unavailable)? else {
+        return Ok(None);
+    };
+    if let Some(reason) = scope_denial(&scope, row.patient_id(), row.practitioner_id()) {
+        let ids = vec![id.to_string()];
+        return Err(denied(request, row.patient_id(), AccessAction::Read, ids, reason).await);
+    }
+    audited_read(request, row.patient_id(), resource_type, id).await?;
+    Ok(Some(row))
+}
+
 /// Whose clinical resources the caller may read: `Err` names why not.
 enum Scope {
     All,
@@ -761,6 +946,60 @@ pub struct Query;
 
 #[Object]
 impl Query {
+    /// One encounter by id; null if there is none.
+    async fn encounter(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Encounter>> {
+        let request = ctx.data::<RequestData>()?;
+        let encounters = ctx.data::<Encounters>()?;
+        let row = read_one(request, "Encounter", &id, async |id| {
+            encounters.get(id).await
+        })
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Encounters matching `filter`, by start, `first` (default 20, at most 100) at a time.
+    /// Patients see their own; practitioners theirs (all with break-the-glass); admins all.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn encounters(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EncounterFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<EncounterConnection> {
+        let request = ctx.data::<RequestData>()?;
+        let first = page_size(first)?;
+        let after = after
+            .as_deref()
+            .map(|c| parse_time_cursor("encounters", c))
+            .transpose()?;
+        let filter = filter.unwrap_or_default().into();
+        let search = scoped_timeline(request, filter).await?;
+        let rows = ctx
+            .data::<Encounters>()?
+            .search(&search, after, first as i64 + 1)
+            .await
+            .map_err(unavailable)?;
+        let (edges, page_info) = audited_page(
+            request,
+            "Encounter",
+            rows,
+            first,
+            after.is_some(),
+            |row| (row.patient_id, row.id.to_string()),
+            |row| EncounterEdge {
+                cursor: time_cursor("encounters", row.started_at, row.id),
+                node: row.into(),
+            },
+        )
+        .await?;
+        Ok(EncounterConnection { edges, page_info })
+    }
+
     /// One patient's medication requests, oldest first, optionally one `status`, `first`
     /// (default 20, at most 100) at a time. Patients read their own; practitioners those they
     /// prescribed (all with break-the-glass); admins all.
@@ -885,35 +1124,12 @@ impl Query {
         id: ID,
     ) -> async_graphql::Result<Option<Appointment>> {
         let request = ctx.data::<RequestData>()?;
-        let id: Uuid = id
-            .parse()
-            .map_err(|_| coded("`id` is not an appointment id", "BAD_USER_INPUT"))?;
-        let scope = match clinical_scope(request) {
-            Ok(scope) => scope,
-            Err(reason) => {
-                return Err(denied(request, Uuid::nil(), AccessAction::Read, vec![], reason).await);
-            }
-        };
-        let Some(row) = ctx
-            .data::<Appointments>()?
-            .get(id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        if let Some(reason) = scope_denial(&scope, row.patient_id, &row.practitioner_id) {
-            return Err(denied(
-                request,
-                row.patient_id,
-                AccessAction::Read,
-                vec![id.to_string()],
-                reason,
-            )
-            .await);
-        }
-        audited_read(request, row.patient_id, "Appointment", id).await?;
-        Ok(Some(row.into()))
+        let appointments = ctx.data::<Appointments>()?;
+        let row = read_one(request, "Appointment", &id, async |id| {
+            appointments.get(id).await
+        })
+        .await?;
+        Ok(row.map(Into::into))
     }
 
     /// Appointments matching `filter`, by start, `first` (default 20, at most 100) at a time.
@@ -933,40 +1149,7 @@ impl Query {
             .as_deref()
             .map(|c| parse_time_cursor("appointments", c))
             .transpose()?;
-        let filter = filter.unwrap_or_default();
-        let patient_id = filter
-            .patient_id
-            .map(|id| id.parse::<Uuid>())
-            .transpose()
-            .map_err(|_| coded("`filter.patientId` is not a patient id", "BAD_USER_INPUT"))?;
-        let mut search = AppointmentSearch {
-            patient_id,
-            practitioner_id: filter.practitioner_id,
-            status: filter.status,
-            from: filter.from,
-            to: filter.to,
-        };
-        // The scope narrows the search; asking outside it is refused, not silently narrowed.
-        let outside = match clinical_scope(request) {
-            Err(reason) => Some(reason),
-            Ok(Scope::All) => None,
-            Ok(Scope::Patient(own)) => {
-                let other = search.patient_id.is_some_and(|p| p != own);
-                search.patient_id = Some(own);
-                other.then_some("patients may read only their own appointments")
-            }
-            Ok(Scope::Practitioner(me)) => {
-                let other = search.practitioner_id.as_ref().is_some_and(|p| *p != me);
-                search.practitioner_id = Some(me);
-                other.then_some(
-                    "another practitioner's appointments: break the glass (X-Purpose-Of-Use: ETREAT) to read them",
-                )
-            }
-        };
-        if let Some(reason) = outside {
-            let patient = patient_id.unwrap_or(Uuid::nil());
-            return Err(denied(request, patient, AccessAction::Search, vec![], reason).await);
-        }
+        let search = scoped_timeline(request, filter.unwrap_or_default()).await?;
         let rows = ctx
             .data::<Appointments>()?
             .search(&search, after, first as i64 + 1)

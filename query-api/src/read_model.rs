@@ -240,15 +240,64 @@ pub struct AppointmentRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Which appointments; all given criteria must match. `from` is inclusive, `to` exclusive
-/// (on the start).
+/// Which appointments or encounters; all given criteria must match. `from` is inclusive,
+/// `to` exclusive (on the start).
 #[derive(Debug, Clone, Default)]
-pub struct AppointmentSearch {
+pub struct TimelineSearch {
     pub patient_id: Option<Uuid>,
     pub practitioner_id: Option<String>,
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+}
+
+/// Rows of `table` (with `patient_id`, `practitioner_id`, `status`, `id` and the start
+/// column `start`) matching `search`, after `after` (start, id), by start. `table` and
+/// `start` are this module's constants, never input.
+async fn timeline<T: serde::de::DeserializeOwned>(
+    pool: &PgPool,
+    (table, start): (&'static str, &'static str),
+    search: &TimelineSearch,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<T>, sqlx::Error> {
+    let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(r) FROM {table} r
+         WHERE ($1::UUID IS NULL OR r.patient_id = $1)
+           AND ($2::TEXT IS NULL OR r.practitioner_id = $2)
+           AND ($3::TEXT IS NULL OR r.status = $3)
+           AND ($4::TIMESTAMPTZ IS NULL OR r.{start} >= $4)
+           AND ($5::TIMESTAMPTZ IS NULL OR r.{start} < $5)
+           AND ($6::TIMESTAMPTZ IS NULL OR (r.{start}, r.id) > ($6, $7::UUID))
+         ORDER BY r.{start}, r.id
+         LIMIT $8"
+    ))
+    .bind(search.patient_id)
+    .bind(&search.practitioner_id)
+    .bind(&search.status)
+    .bind(search.from)
+    .bind(search.to)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    decode_rows(rows)
+}
+
+/// One row of `table` by id.
+async fn by_id<T: serde::de::DeserializeOwned>(
+    pool: &PgPool,
+    table: &'static str,
+    id: Uuid,
+) -> Result<Option<T>, sqlx::Error> {
+    let row: Option<serde_json::Value> = sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(r) FROM {table} r WHERE r.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(decode_rows(row.into_iter().collect())?.pop())
 }
 
 /// The appointment read model (`appointment_service`).
@@ -263,43 +312,75 @@ impl Appointments {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<AppointmentRow>, sqlx::Error> {
-        let row: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT to_jsonb(a) FROM appointments a WHERE a.id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(decode_rows(row.into_iter().collect())?.pop())
+        by_id(&self.pool, "appointments", id).await
     }
 
     /// Up to `limit` appointments matching `search` after `after` (start, id), by start.
     pub async fn search(
         &self,
-        search: &AppointmentSearch,
+        search: &TimelineSearch,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT to_jsonb(a) FROM appointments a
-             WHERE ($1::UUID IS NULL OR a.patient_id = $1)
-               AND ($2::TEXT IS NULL OR a.practitioner_id = $2)
-               AND ($3::TEXT IS NULL OR a.status = $3)
-               AND ($4::TIMESTAMPTZ IS NULL OR a.start_at >= $4)
-               AND ($5::TIMESTAMPTZ IS NULL OR a.start_at < $5)
-               AND ($6::TIMESTAMPTZ IS NULL OR (a.start_at, a.id) > ($6, $7::UUID))
-             ORDER BY a.start_at, a.id
-             LIMIT $8",
+        timeline(
+            &self.pool,
+            ("appointments", "start_at"),
+            search,
+            after,
+            limit,
         )
-        .bind(search.patient_id)
-        .bind(&search.practitioner_id)
-        .bind(&search.status)
-        .bind(search.from)
-        .bind(search.to)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        decode_rows(rows)
+        .await
+    }
+}
+
+/// One encounter as the encounter read model holds it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EncounterRow {
+    pub id: Uuid,
+    pub version: i64,
+    pub patient_id: Uuid,
+    pub practitioner_id: String,
+    pub appointment_id: Option<Uuid>,
+    pub class_code: String,
+    pub class_display: Option<String>,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub discharge_disposition: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The encounter read model (`encounter_service`).
+#[derive(Debug, Clone)]
+pub struct Encounters {
+    pool: PgPool,
+}
+
+impl Encounters {
+    pub fn new(pool: PgPool) -> Self {
+        Encounters { pool }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<EncounterRow>, sqlx::Error> {
+        by_id(&self.pool, "encounters", id).await
+    }
+
+    /// Up to `limit` encounters matching `search` after `after` (start, id), by start.
+    pub async fn search(
+        &self,
+        search: &TimelineSearch,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<EncounterRow>, sqlx::Error> {
+        timeline(
+            &self.pool,
+            ("encounters", "started_at"),
+            search,
+            after,
+            limit,
+        )
+        .await
     }
 }
 

@@ -467,3 +467,75 @@ async fn a_patient_reads_their_prescriptions_with_dosage_and_the_prescriber_read
         .await;
     assert_forbidden(&body);
 }
+
+#[tokio::test]
+async fn an_encounter_is_read_by_its_patient_and_practitioner_and_by_others_only_breaking_the_glass()
+ {
+    let stack = Stack::start().await;
+    let _projector = projector(&stack, "encounter", &stack.databases.encounter).await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hopper = token(Role::Practitioner, "dr-hopper", None);
+    let (status, _, started) = stack
+        .command(
+            reqwest::Method::POST,
+            "/v1/encounters",
+            Some(&hopper),
+            &[],
+            crate::commands::encounter_body(&ada, None)
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let encounter = started["id"].as_str().unwrap().to_string();
+    let by_id = "query($id: ID!) { encounter(id: $id) { id status classCode practitionerId } }";
+    let listed = "{ encounters { edges { node { id status } } } }";
+
+    let patient = token(Role::Patient, "ada", Some(ada.parse().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = stack.graphql(&patient, &[], listed, json!({})).await;
+        if body["data"]["encounters"]["edges"][0]["node"]["id"] == encounter.as_str() {
+            assert_eq!(
+                body["data"]["encounters"]["edges"][0]["node"]["status"],
+                "in-progress"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never visible: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, _, body) = stack
+        .graphql(&hopper, &[], by_id, json!({"id": encounter}))
+        .await;
+    assert_eq!(body["data"]["encounter"]["classCode"], "AMB", "{body}");
+
+    let other = token(Role::Practitioner, "dr-other", None);
+    let (_, _, body) = stack
+        .graphql(&other, &[], by_id, json!({"id": encounter}))
+        .await;
+    assert_forbidden(&body);
+    let (_, _, body) = stack.graphql(&other, &[], listed, json!({})).await;
+    assert!(
+        body["data"]["encounters"]["edges"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{body}"
+    );
+    let glass = [
+        ("X-Purpose-Of-Use", "ETREAT"),
+        ("X-Break-Glass-Reason", "night cover"),
+    ];
+    let (_, _, body) = stack
+        .graphql(&other, &glass, by_id, json!({"id": encounter}))
+        .await;
+    assert_eq!(
+        body["data"]["encounter"]["id"],
+        encounter.as_str(),
+        "{body}"
+    );
+}

@@ -298,6 +298,7 @@ pub struct Databases {
     /// The appointment read model and the PHI access index: provisioned, each served by its
     /// projector only where a test starts one (`Projector::start_on`).
     pub appointment: String,
+    pub encounter: String,
     pub laboratory: String,
     pub pharmacy: String,
     pub audit: String,
@@ -320,6 +321,7 @@ impl Databases {
             read_models: vec![
                 Databases::name(&self.patient),
                 Databases::name(&self.appointment),
+                Databases::name(&self.encounter),
                 Databases::name(&self.laboratory),
                 Databases::name(&self.pharmacy),
                 Databases::name(&self.audit),
@@ -352,6 +354,7 @@ impl Databases {
             event_store: format!("{server}/hp_test_{}_events", &id[..12]),
             patient: format!("{server}/hp_test_{}_patient", &id[..12]),
             appointment: format!("{server}/hp_test_{}_appointment", &id[..12]),
+            encounter: format!("{server}/hp_test_{}_encounter", &id[..12]),
             laboratory: format!("{server}/hp_test_{}_laboratory", &id[..12]),
             pharmacy: format!("{server}/hp_test_{}_pharmacy", &id[..12]),
             audit: format!("{server}/hp_test_{}_audit", &id[..12]),
@@ -455,6 +458,8 @@ impl Stack {
                 &role(&databases.patient, Service::Query),
                 "--appointment-database-url",
                 &role(&databases.appointment, Service::Query),
+                "--encounter-database-url",
+                &role(&databases.encounter, Service::Query),
                 "--laboratory-database-url",
                 &role(&databases.laboratory, Service::Query),
                 "--pharmacy-database-url",

@@ -13,7 +13,9 @@ use query_api::graphql::ReadModels;
 use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
-use query_api::read_model::{AccessLog, Appointments, MedicationRequests, Observations, Patients};
+use query_api::read_model::{
+    AccessLog, Appointments, Encounters, MedicationRequests, Observations, Patients,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
@@ -31,6 +33,9 @@ struct Args {
     /// The appointment read model (connected on first use).
     #[arg(long, env = "HEALTHPLANE_APPOINTMENT_DATABASE_URL", default_value_t = platform::config::default_database_url("appointment_service"))]
     appointment_database_url: String,
+    /// The encounter read model (connected on first use).
+    #[arg(long, env = "HEALTHPLANE_ENCOUNTER_DATABASE_URL", default_value_t = platform::config::default_database_url("encounter_service"))]
+    encounter_database_url: String,
     /// The laboratory read model (observations; connected on first use).
     #[arg(long, env = "HEALTHPLANE_LABORATORY_DATABASE_URL", default_value_t = platform::config::default_database_url("laboratory_service"))]
     laboratory_database_url: String,
@@ -93,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         schema: build_schema(ReadModels {
             patients: patients.clone(),
             appointments: Appointments::new(lazy(&args.appointment_database_url)?),
+            encounters: Encounters::new(lazy(&args.encounter_database_url)?),
             observations: Observations::new(lazy(&args.laboratory_database_url)?),
             medication_requests: MedicationRequests::new(lazy(&args.pharmacy_database_url)?),
             access_log: AccessLog::new(lazy(&args.audit_database_url)?),
