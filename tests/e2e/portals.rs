@@ -539,3 +539,38 @@ async fn an_encounter_is_read_by_its_patient_and_practitioner_and_by_others_only
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn with_the_broker_down_no_query_returns_patient_data_and_says_why() {
+    let (mut own, _) = tests::OwnCluster::start_in_memory().await;
+    // (The query API's audit writer gives up on a lost broker after 5 s.)
+    let stack = Stack::start_with(own.cluster.clone(), tests::Databases::fresh()).await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, patient) = read_until_visible(&stack, &ada, "dr-hopper").await;
+    assert_eq!(patient["id"], ada.as_str());
+
+    own.kill_broker();
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    for (query, variables) in [
+        (PATIENT_QUERY, json!({"id": ada})),
+        (
+            "{ patients(filter: {family: \"Love\"}) { edges { node { id name { text } } } } }",
+            json!({}),
+        ),
+    ] {
+        let (status, _, body) = stack.graphql(&doctor, &[], query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        let text = body.to_string();
+        assert!(
+            !text.contains("Lovelace") && !text.contains("1815"),
+            "PHI left: {body}"
+        );
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "AUDIT_UNAVAILABLE",
+            "{body}"
+        );
+    }
+}
