@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::audit::{AccessContext, AuditLog, RequestAudit};
 use crate::graphql::{PortalSchema, RequestData};
 use crate::limits::{RateLimiter, check_shape};
-use crate::read_model::Patients;
+use crate::read_model::{Patients, Versions};
 
 /// Most operations in one batched request (a JSON array), as GraphQL Yoga caps them.
 pub const MAX_BATCH: usize = 10;
@@ -85,6 +85,8 @@ pub struct AppState {
     pub guards: Arc<Guards>,
     pub audit: Arc<AuditLog>,
     pub patients: Patients,
+    /// Every read model's versions, for `X-Consistency-Token` waits.
+    pub versions: Versions,
 }
 
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
@@ -262,9 +264,10 @@ async fn await_consistency(
         .consistency
         .open(&raw, &caller.claims.sub)
         .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
-    // A record the caller may not read is not waited on: its resolver answers FORBIDDEN.
-    if token.aggregate != events::registry::Aggregate::Patient
-        || platform::access::read_denial(caller, token.aggregate_id).is_some()
+    // A patient record the caller may not read is not waited on: its resolver answers
+    // FORBIDDEN. (Other tokens name a record the caller wrote themselves: the seal says so.)
+    if token.aggregate == events::registry::Aggregate::Patient
+        && platform::access::read_denial(caller, token.aggregate_id).is_some()
     {
         return Ok(());
     }
@@ -277,19 +280,37 @@ async fn await_consistency(
         ));
     };
     let deadline = Instant::now() + CONSISTENCY_WAIT;
-    while Instant::now() < deadline {
-        match state.patients.version(token.aggregate_id).await {
-            Ok(v) if v >= token.version => return Ok(()),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-            Err(_) => break,
+    loop {
+        match state
+            .versions
+            .version(token.aggregate, token.aggregate_id)
+            .await
+        {
+            // No read model of this aggregate here: nothing to wait for.
+            None => return Ok(()),
+            Some(Ok(v)) if v >= token.version => return Ok(()),
+            Some(Ok(_)) | Some(Err(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Some(_) => break,
         }
     }
     tracing::info!(
+        aggregate = %token.aggregate,
         aggregate_id = %token.aggregate_id,
         version = token.version,
-        "read model did not catch up within the consistency wait; answering with what it has"
+        "the read model did not catch up within the consistency wait"
     );
-    Ok(())
+    // Never stale data silently: the caller asked to read their write.
+    Err(refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CONSISTENCY_TIMEOUT",
+        format!(
+            "the {} is not yet readable at the version the command returned (waited {} s); retry shortly",
+            token.aggregate,
+            CONSISTENCY_WAIT.as_secs()
+        ),
+    ))
 }
 
 async fn graphql(

@@ -529,3 +529,33 @@ impl MedicationRequests {
         decode_rows(rows)
     }
 }
+
+/// Where the version of each aggregate's read-model row is, for consistency waits.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    tables: Vec<(events::registry::Aggregate, PgPool, &'static str)>,
+}
+
+impl Versions {
+    /// `tables`: each aggregate with its read model's pool and table (this module's names).
+    pub fn new(tables: Vec<(events::registry::Aggregate, PgPool, &'static str)>) -> Self {
+        Versions { tables }
+    }
+
+    /// The version the read model holds for `id` (0 if absent); `None` if this API serves
+    /// no read model of `aggregate`.
+    pub async fn version(
+        &self,
+        aggregate: events::registry::Aggregate,
+        id: Uuid,
+    ) -> Option<Result<i64, sqlx::Error>> {
+        let (_, pool, table) = self.tables.iter().find(|(a, _, _)| *a == aggregate)?;
+        Some(
+            sqlx::query_scalar::<_, i64>(&format!("SELECT version FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map(|v| v.unwrap_or(0)),
+        )
+    }
+}

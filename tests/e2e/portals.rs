@@ -574,3 +574,70 @@ async fn with_the_broker_down_no_query_returns_patient_data_and_says_why() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_consistency_token_waits_for_the_projection_that_serves_it_and_says_when_it_cannot() {
+    let stack = Stack::start().await;
+    let _appointments = projector(&stack, "appointment", &stack.databases.appointment).await;
+    let ada = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = token(Role::Admin, "front-desk", None);
+    let (status, _, booked) = stack
+        .command(
+            reqwest::Method::POST,
+            "/v1/appointments",
+            Some(&admin),
+            &[],
+            crate::commands::schedule_body(&ada, 24, 25)
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    // Read at once with the token: the answer has the write.
+    let sealed = booked["consistencyToken"].as_str().unwrap();
+    let (status, _, body) = stack
+        .graphql(
+            &admin,
+            &[("X-Consistency-Token", sealed)],
+            "query($id: ID!) { appointment(id: $id) { id status } }",
+            json!({"id": booked["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["appointment"]["id"], booked["id"], "{body}");
+
+    // No encounter projector runs here: the read cannot catch up, and the answer says so
+    // instead of answering with what it has.
+    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let (status, _, started) = stack
+        .command(
+            reqwest::Method::POST,
+            "/v1/encounters",
+            Some(&doctor),
+            &[],
+            crate::commands::encounter_body(&ada, None)
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let (status, _, body) = stack
+        .graphql(
+            &doctor,
+            &[(
+                "X-Consistency-Token",
+                started["consistencyToken"].as_str().unwrap(),
+            )],
+            "query($id: ID!) { encounter(id: $id) { id } }",
+            json!({"id": started["id"]}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "CONSISTENCY_TIMEOUT",
+        "{body}"
+    );
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use events::registry::Aggregate;
 use platform::client_ip::TrustedProxies;
 use platform::metrics::Metrics;
 use query_api::audit::AuditLog;
@@ -14,7 +15,7 @@ use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
 use query_api::read_model::{
-    AccessLog, Appointments, Encounters, MedicationRequests, Observations, Patients,
+    AccessLog, Appointments, Encounters, MedicationRequests, Observations, Patients, Versions,
 };
 
 #[derive(Debug, Parser)]
@@ -94,15 +95,30 @@ async fn main() -> anyhow::Result<()> {
         &args.api.kafka.schema_registry_url,
     ));
     let patients = Patients::new(pool);
+    let appointment_pool = lazy(&args.appointment_database_url)?;
+    let encounter_pool = lazy(&args.encounter_database_url)?;
+    let laboratory_pool = lazy(&args.laboratory_database_url)?;
+    let pharmacy_pool = lazy(&args.pharmacy_database_url)?;
     let state = AppState {
         schema: build_schema(ReadModels {
             patients: patients.clone(),
-            appointments: Appointments::new(lazy(&args.appointment_database_url)?),
-            encounters: Encounters::new(lazy(&args.encounter_database_url)?),
-            observations: Observations::new(lazy(&args.laboratory_database_url)?),
-            medication_requests: MedicationRequests::new(lazy(&args.pharmacy_database_url)?),
+            appointments: Appointments::new(appointment_pool.clone()),
+            encounters: Encounters::new(encounter_pool.clone()),
+            observations: Observations::new(laboratory_pool.clone()),
+            medication_requests: MedicationRequests::new(pharmacy_pool.clone()),
             access_log: AccessLog::new(lazy(&args.audit_database_url)?),
         }),
+        versions: Versions::new(vec![
+            (Aggregate::Patient, patients.pool().clone(), "patients"),
+            (Aggregate::Appointment, appointment_pool, "appointments"),
+            (Aggregate::Encounter, encounter_pool, "encounters"),
+            (Aggregate::Observation, laboratory_pool, "observations"),
+            (
+                Aggregate::MedicationRequest,
+                pharmacy_pool,
+                "medication_requests",
+            ),
+        ]),
         guards: Arc::new(Guards::new(
             verifier,
             consistency,
