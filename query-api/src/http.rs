@@ -363,12 +363,8 @@ async fn answer(
         .await
         .map_err(|rejection| problem(unreadable(rejection.0)))?
         .into_inner();
-    let operations = match batch {
-        BatchRequest::Single(one) => {
-            check_shape(&one.query)
-                .map_err(|reason| refusal(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", reason))?;
-            vec![one]
-        }
+    let mut operations = match batch {
+        BatchRequest::Single(one) => vec![one],
         BatchRequest::Batch(many) => {
             if many.is_empty() || many.len() > MAX_BATCH {
                 return Err(problem(Problem::bad_request(format!(
@@ -394,6 +390,16 @@ async fn answer(
         }
     };
     let single = operations.len() == 1;
+    // The shape of each operation, checked before any wait or read (the request keeps its
+    // parsed document for the executor); a single request that breaks it is refused whole.
+    let shapes: Vec<Result<(), String>> = operations.iter_mut().map(check_shape).collect();
+    if let (true, Some(Err(reason))) = (single, shapes.first()) {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            reason.clone(),
+        ));
+    }
     let (client_ip, forwarded_for) = state.guards.proxies.client(
         peer.ip(),
         header_text(headers, "x-forwarded-for").as_deref(),
@@ -411,8 +417,8 @@ async fn answer(
     await_consistency(&state, headers, &caller).await?;
     // Each operation of a batch runs, is authorized and is audited on its own.
     let mut responses = Vec::with_capacity(operations.len());
-    for operation in operations {
-        if let Err(reason) = check_shape(&operation.query) {
+    for (operation, shape) in operations.into_iter().zip(shapes) {
+        if let Err(reason) = shape {
             responses.push(async_graphql::Response::from_errors(vec![
                 async_graphql::Error::new(reason)
                     .extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))

@@ -20,20 +20,21 @@ pub const MAX_ROOT_FIELDS: usize = 10;
 /// is a 700-byte query of 10^8 selections.
 pub const MAX_EXPANDED_SELECTIONS: usize = 2_000;
 
-/// Why a query was refused before it ran.
-pub fn check_shape(query: &str) -> Result<(), String> {
+/// Why a query was refused before it ran. The request keeps its parsed document, so the
+/// executor does not parse it again.
+pub fn check_shape(request: &mut async_graphql::Request) -> Result<(), String> {
     // A query that does not parse is reported by the executor with its position.
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
+    let Ok(document) = request.parsed_query() else {
         return Ok(());
     };
-    let expanded = expanded_selections(&document);
+    let expanded = expanded_selections(document);
     if expanded > MAX_EXPANDED_SELECTIONS {
         return Err(format!(
             "the query selects more than {MAX_EXPANDED_SELECTIONS} fields once its fragments are \
              expanded; at most {MAX_EXPANDED_SELECTIONS} are allowed"
         ));
     }
-    let aliases = count_aliases(&document);
+    let aliases = count_aliases(document);
     if aliases > MAX_ALIASES {
         return Err(format!(
             "the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"
@@ -204,38 +205,38 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn shape(query: &str) -> Result<(), String> {
+        check_shape(&mut async_graphql::Request::new(query))
+    }
+
     #[test]
     fn aliases_over_the_cap_are_refused() {
         let ok: String = (0..MAX_ALIASES).map(|i| format!("a{i}: id ")).collect();
         let nested = format!("{{ patients {{ edges {{ node {{ {ok} }} }} }} }}");
-        assert_eq!(check_shape(&nested), Ok(()));
+        assert_eq!(shape(&nested), Ok(()));
         let many: String = (0..200)
             .map(|i| format!("p{i}: patients(first: 100) {{ edges {{ node {{ id }} }} }} "))
             .collect();
-        let error = check_shape(&format!("{{ {many} }}")).unwrap_err();
+        let error = shape(&format!("{{ {many} }}")).unwrap_err();
         assert!(error.contains("200 aliases"), "{error}");
         // Aliases hidden in a fragment count too.
         let fragment = format!("query {{ ...F }} fragment F on Query {{ {many} }}");
-        assert!(check_shape(&fragment).is_err());
+        assert!(shape(&fragment).is_err());
     }
 
     #[test]
     fn root_fields_over_the_cap_are_refused_through_fragments() {
         let ten = "__typename ".repeat(MAX_ROOT_FIELDS);
-        assert_eq!(check_shape(&format!("{{ {ten} }}")), Ok(()));
+        assert_eq!(shape(&format!("{{ {ten} }}")), Ok(()));
         let spread =
             format!("{{ ...F ... on Query {{ __typename }} }} fragment F on Query {{ {ten} }}");
-        assert!(check_shape(&spread).unwrap_err().contains("11 top-level"));
+        assert!(shape(&spread).unwrap_err().contains("11 top-level"));
         // A fragment cycle does not hang the check (validation refuses it afterwards).
         assert_eq!(
-            check_shape("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"),
+            shape("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"),
             Ok(())
         );
-        assert_eq!(
-            check_shape("{ not valid"),
-            Ok(()),
-            "left to the parser's error"
-        );
+        assert_eq!(shape("{ not valid"), Ok(()), "left to the parser's error");
     }
 
     #[test]
@@ -252,11 +253,11 @@ mod tests {
             "{{ patient(id: \"x\") {{ ...F1 }} }} {}",
             fragments.join(" ")
         );
-        let error = check_shape(&query).unwrap_err();
+        let error = shape(&query).unwrap_err();
         assert!(error.contains("once its fragments are expanded"), "{error}");
         // The same shape two levels deep (100 selections) is fine.
         let small = "{ patient(id: \"x\") { ...A } } fragment A on Patient { ...B ...B } fragment B on Patient { id name { text } }";
-        assert_eq!(check_shape(small), Ok(()));
+        assert_eq!(shape(small), Ok(()));
     }
 
     #[test]

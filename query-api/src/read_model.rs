@@ -195,7 +195,7 @@ impl AccessLog {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<AccessRow>, sqlx::Error> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT to_jsonb(a) FROM phi_accesses a
              WHERE ($1::UUID IS NULL OR a.patient_id = $1)
                AND ($2::TEXT IS NULL OR a.actor_id = $2)
@@ -214,13 +214,8 @@ impl AccessLog {
         .bind(search.to)
         .bind(&search.action)
         .bind(&search.outcome)
-        .bind(&search.purpose_of_use)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        decode_rows(rows)
+        .bind(&search.purpose_of_use);
+        keyset_page(query, after, limit, &self.pool).await
     }
 }
 
@@ -261,7 +256,7 @@ async fn timeline<T: serde::de::DeserializeOwned>(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<T>, sqlx::Error> {
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+    let sql = format!(
         "SELECT to_jsonb(r) FROM {table} r
          WHERE ($1::UUID IS NULL OR r.patient_id = $1)
            AND ($2::TEXT IS NULL OR r.practitioner_id = $2)
@@ -271,18 +266,14 @@ async fn timeline<T: serde::de::DeserializeOwned>(
            AND ($6::TIMESTAMPTZ IS NULL OR (r.{start}, r.id) > ($6, $7::UUID))
          ORDER BY r.{start}, r.id
          LIMIT $8"
-    ))
-    .bind(search.patient_id)
-    .bind(&search.practitioner_id)
-    .bind(&search.status)
-    .bind(search.from)
-    .bind(search.to)
-    .bind(after.map(|(at, _)| at))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    decode_rows(rows)
+    );
+    let query = sqlx::query_scalar(&sql)
+        .bind(search.patient_id)
+        .bind(&search.practitioner_id)
+        .bind(&search.status)
+        .bind(search.from)
+        .bind(search.to);
+    keyset_page(query, after, limit, pool).await
 }
 
 /// One row of `table` by id.
@@ -384,6 +375,28 @@ impl Encounters {
     }
 }
 
+/// A keyset page: `query` with its last three parameters bound to the `(time, id)` to start
+/// after and the row limit, its rows read as their Rust type.
+async fn keyset_page<'q, T: serde::de::DeserializeOwned>(
+    query: sqlx::query::QueryScalar<
+        'q,
+        sqlx::Postgres,
+        serde_json::Value,
+        sqlx::postgres::PgArguments,
+    >,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+    pool: &PgPool,
+) -> Result<Vec<T>, sqlx::Error> {
+    let rows = query
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    decode_rows(rows)
+}
+
 /// Rows read as `to_jsonb(row)`, as their Rust type (unknown columns are ignored).
 fn decode_rows<T: serde::de::DeserializeOwned>(
     rows: Vec<serde_json::Value>,
@@ -443,7 +456,7 @@ impl Observations {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<ObservationRow>, sqlx::Error> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT to_jsonb(o) FROM observations o
              WHERE o.patient_id = $1
                AND ($2::TEXT IS NULL OR o.code = $2)
@@ -458,13 +471,8 @@ impl Observations {
         .bind(&search.code)
         .bind(search.from)
         .bind(search.to)
-        .bind(&search.performer_id)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        decode_rows(rows)
+        .bind(&search.performer_id);
+        keyset_page(query, after, limit, &self.pool).await
     }
 }
 
@@ -509,7 +517,7 @@ impl MedicationRequests {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<MedicationRequestRow>, sqlx::Error> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT to_jsonb(m) FROM medication_requests m
              WHERE m.patient_id = $1
                AND ($2::TEXT IS NULL OR m.status = $2)
@@ -520,13 +528,8 @@ impl MedicationRequests {
         )
         .bind(patient)
         .bind(status)
-        .bind(requester)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        decode_rows(rows)
+        .bind(requester);
+        keyset_page(query, after, limit, &self.pool).await
     }
 }
 
