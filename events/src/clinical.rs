@@ -100,9 +100,12 @@ code_set! {
 }
 
 code_set! {
-    /// FHIR AppointmentStatus, as the read model tracks it.
+    /// FHIR AppointmentStatus, as the read model tracks it: `arrived` while the encounter
+    /// started from it is in progress, `fulfilled` once that encounter is finished.
     AppointmentStatus {
         Booked = "booked",
+        Arrived = "arrived",
+        Fulfilled = "fulfilled",
         Cancelled = "cancelled",
     }
 }

@@ -1,11 +1,14 @@
 //! The `appointment_service` read model: appointments with the patient's display name
-//! denormalized (kept current when the patient's name changes, whichever arrives first).
+//! denormalized (kept current when the patient's name changes, whichever arrives first), and
+//! their status carried forward by the encounter started from them: `arrived` while it is in
+//! progress, `fulfilled` once it is finished (whichever of the three topics arrives first).
 
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::appointment::{AppointmentCancelled, AppointmentScheduled};
 use events::clinical::AppointmentStatus;
 use events::clinical::Coding;
+use events::encounter::{EncounterCompleted, EncounterStarted};
 use events::patient::{PatientCreated, PatientUpdated};
 use events::registry::{EventKind, kind};
 use platform::db::Migration;
@@ -39,7 +42,40 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             id UUID PRIMARY KEY,
             version BIGINT NOT NULL,
             display_name TEXT NOT NULL);",
+},
+Migration {
+    version: 2,
+    name: "appointment encounters",
+    sql: "CREATE TABLE appointment_encounters (
+            id UUID PRIMARY KEY,
+            version BIGINT NOT NULL,
+            appointment_id UUID,
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ);
+          CREATE INDEX appointment_encounters_appointment ON appointment_encounters (appointment_id);",
 }];
+
+/// Moves the booked (or arrived) appointments among `appointments` that an encounter was
+/// started from to `arrived`, or `fulfilled` once it is finished. Order-independent: run after
+/// either side is saved.
+const CARRY_FORWARD: &str = "UPDATE appointments a
+     SET status = CASE WHEN e.finished_at IS NULL THEN 'arrived' ELSE 'fulfilled' END,
+         updated_at = GREATEST(a.updated_at, COALESCE(e.finished_at, e.started_at))
+     FROM appointment_encounters e
+     WHERE e.appointment_id = a.id AND a.status IN ('booked', 'arrived')
+       AND a.status <> CASE WHEN e.finished_at IS NULL THEN 'arrived' ELSE 'fulfilled' END";
+
+async fn carry_forward(
+    conn: &mut PgConnection,
+    column: &str,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("{CARRY_FORWARD} AND {column} = ANY($1)"))
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
 
 /// An appointment row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +86,7 @@ pub struct AppointmentRow {
     pub practitioner_id: String,
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
-    /// booked | cancelled
+    /// booked | arrived | fulfilled | cancelled
     pub status: AppointmentStatus,
     pub service_type: Option<Coding>,
     pub description: Option<String>,
@@ -129,9 +165,65 @@ impl StateModel for Appointments {
              WHERE a.patient_id = n.id AND a.id = ANY($1)",
         )
         .bind(ids)
-        .execute(conn)
-        .await
-        .map(|_| ())
+        .execute(&mut *conn)
+        .await?;
+        carry_forward(conn, "a.id", ids).await
+    }
+}
+
+/// An encounter as far as its appointment cares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppointmentEncounterRow {
+    pub appointment_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The encounters, for the status of the appointments they were started from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AppointmentEncounters;
+
+impl StateModel for AppointmentEncounters {
+    type Row = AppointmentEncounterRow;
+    const TABLE: &'static str = "appointment_encounters";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "version",
+        "appointment_id",
+        "started_at",
+        "finished_at",
+    ];
+
+    const EVENTS: &'static [EventKind] =
+        &[kind::<EncounterStarted>(), kind::<EncounterCompleted>()];
+
+    fn fold(
+        &self,
+        row: Option<AppointmentEncounterRow>,
+        event: &IncomingEvent,
+    ) -> Result<AppointmentEncounterRow, String> {
+        match (event.envelope.event_type.as_str(), row) {
+            (EncounterStarted::EVENT_TYPE, _) => {
+                let e: EncounterStarted = event.payload()?;
+                Ok(AppointmentEncounterRow {
+                    appointment_id: e.appointment_id,
+                    started_at: e.started_at,
+                    finished_at: None,
+                })
+            }
+            (EncounterCompleted::EVENT_TYPE, Some(row)) => {
+                let e: EncounterCompleted = event.payload()?;
+                Ok(AppointmentEncounterRow {
+                    finished_at: Some(e.ended_at),
+                    ..row
+                })
+            }
+            (other, _) => Err(format!("{other} cannot apply to this encounter")),
+        }
+    }
+
+    async fn after_save(&self, conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+        carry_forward(conn, "e.id", ids).await
     }
 }
 
@@ -195,6 +287,7 @@ impl Projection for AppointmentProjection {
         Appointments::EVENTS
             .iter()
             .chain(PatientNames::EVENTS)
+            .chain(AppointmentEncounters::EVENTS)
             .map(|k| k.topic)
             .collect()
     }
@@ -210,6 +303,7 @@ impl Projection for AppointmentProjection {
     ) -> Result<Outcome, sqlx::Error> {
         let mut outcome = apply_state(&PatientNames, self.name(), conn, records).await?;
         outcome.merge(apply_state(&Appointments, self.name(), conn, records).await?);
+        outcome.merge(apply_state(&AppointmentEncounters, self.name(), conn, records).await?);
         Ok(outcome)
     }
 }

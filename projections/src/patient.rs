@@ -1,8 +1,15 @@
-//! The `patient_service` read model: one row per patient with its current demographics, and
-//! an identifier index for lookups by MRN or national id.
+//! The `patient_service` read model: one row per patient with its current demographics, an
+//! identifier index for lookups by MRN or national id, and each patient's care team — the
+//! practitioners with an appointment or encounter with them, or who authored an observation
+//! or a prescription for them — which decides whose records a practitioner reads without
+//! breaking the glass.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::DomainEvent;
+use events::appointment::AppointmentScheduled;
+use events::encounter::EncounterStarted;
+use events::medication::MedicationPrescribed;
+use events::observation::ObservationCreated;
 use events::patient::{
     Address, ContactPoint, Demographics, Identifier, PatientCreated, PatientUpdated,
 };
@@ -12,12 +19,14 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::state::{IncomingEvent, ModelProjection, SingleModel, StateModel};
+use crate::runner::{Outcome, Projection, Record};
+use crate::state::{IncomingEvent, StateModel, apply_state};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "patients",
-    sql: "CREATE TABLE patients (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "patients",
+        sql: "CREATE TABLE patients (
             id UUID PRIMARY KEY,
             version BIGINT NOT NULL,
             identifiers JSONB NOT NULL,
@@ -38,7 +47,21 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             patient_id UUID NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
             PRIMARY KEY (system, value, patient_id));
           CREATE INDEX patient_identifiers_value ON patient_identifiers (value);",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "care team",
+        sql: "CREATE TABLE care_team (
+            id UUID PRIMARY KEY,
+            version BIGINT NOT NULL,
+            patient_id UUID NOT NULL,
+            practitioner_id TEXT NOT NULL,
+            resource_type TEXT NOT NULL,
+            since TIMESTAMPTZ NOT NULL);
+          CREATE INDEX care_team_practitioner ON care_team (practitioner_id, patient_id);
+          CREATE INDEX care_team_patient ON care_team (patient_id);",
+    },
+];
 
 /// A patient row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,11 +141,103 @@ impl StateModel for Patients {
     }
 }
 
-impl SingleModel for Patients {
-    const PROJECTION: &'static str = "patient";
-    const DATABASE: &'static str = "patient_service";
-    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+/// What puts a practitioner on a patient's care team: the resource (its id is the row's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CareTeamRow {
+    pub patient_id: Uuid,
+    pub practitioner_id: String,
+    /// Appointment | Encounter | Observation | MedicationRequest
+    pub resource_type: String,
+    pub since: DateTime<Utc>,
+}
+
+/// The care team: one row per appointment, encounter, observation and medication request,
+/// from the event that created it (the practitioner on a resource never changes).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CareTeam;
+
+impl StateModel for CareTeam {
+    type Row = CareTeamRow;
+    const TABLE: &'static str = "care_team";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "version",
+        "patient_id",
+        "practitioner_id",
+        "resource_type",
+        "since",
+    ];
+
+    const EVENTS: &'static [EventKind] = &[
+        kind::<AppointmentScheduled>(),
+        kind::<EncounterStarted>(),
+        kind::<ObservationCreated>(),
+        kind::<MedicationPrescribed>(),
+    ];
+
+    fn fold(&self, row: Option<CareTeamRow>, event: &IncomingEvent) -> Result<CareTeamRow, String> {
+        let since = event.envelope.occurred_at;
+        let (patient_id, practitioner_id, resource_type) = match event.envelope.event_type.as_str()
+        {
+            AppointmentScheduled::EVENT_TYPE => {
+                let e: AppointmentScheduled = event.payload()?;
+                (e.patient_id, e.practitioner_id, "Appointment")
+            }
+            EncounterStarted::EVENT_TYPE => {
+                let e: EncounterStarted = event.payload()?;
+                (e.patient_id, e.practitioner_id, "Encounter")
+            }
+            ObservationCreated::EVENT_TYPE => {
+                let e: ObservationCreated = event.payload()?;
+                (e.patient_id, e.performer_id, "Observation")
+            }
+            MedicationPrescribed::EVENT_TYPE => {
+                let e: MedicationPrescribed = event.payload()?;
+                (e.patient_id, e.requester_id, "MedicationRequest")
+            }
+            other => return Err(format!("unexpected event type {other} on {}", event.topic)),
+        };
+        Ok(CareTeamRow {
+            patient_id,
+            practitioner_id,
+            resource_type: resource_type.to_string(),
+            since: row.map_or(since, |r| r.since),
+        })
+    }
 }
 
 /// The patient projection (`patient_service`).
-pub type PatientProjection = ModelProjection<Patients>;
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PatientProjection;
+
+impl Projection for PatientProjection {
+    fn name(&self) -> &'static str {
+        "patient"
+    }
+
+    fn database(&self) -> &'static str {
+        "patient_service"
+    }
+
+    fn topics(&self) -> Vec<&'static str> {
+        Patients::EVENTS
+            .iter()
+            .chain(CareTeam::EVENTS)
+            .map(|k| k.topic)
+            .collect()
+    }
+
+    fn migrations(&self) -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        records: &[Record],
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut outcome = apply_state(&Patients, self.name(), conn, records).await?;
+        outcome.merge(apply_state(&CareTeam, self.name(), conn, records).await?);
+        Ok(outcome)
+    }
+}

@@ -1,8 +1,7 @@
 //! The PHI access audit trail: writes one `PhiAccessed` record per patient per request to
 //! `healthcare.audit.phi_access` and waits for the broker's acknowledgement.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,7 +14,6 @@ use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use schemas::EventCodec;
-use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
 
 /// The audit topic writer shared by all requests.
@@ -113,14 +111,23 @@ pub struct AccessContext {
     pub request_id: String,
 }
 
-/// The outcome of writing one audit record, shared by every resolver that needs it.
-type AuditWrite = Arc<OnceCell<Result<(), String>>>;
+/// What one request did to one patient's records, with one outcome.
+#[derive(Debug)]
+struct Accesses {
+    /// Read when every access was a read by id, else Search.
+    action: AccessAction,
+    /// Each resource type, with the ids of that type, in the order first touched.
+    resources: Vec<(String, Vec<String>)>,
+    detail: Option<String>,
+}
 
-/// The audit state of one request: each patient is audited once, however many resolvers touch it.
+/// The audit trail of one request (one operation of a batch): resolvers note what they
+/// return or refuse, and [`RequestAudit::flush`] writes one record per patient and outcome
+/// — waiting for the broker's acknowledgements — before the answer leaves.
 pub struct RequestAudit {
     log: Arc<AuditLog>,
     pub context: AccessContext,
-    done: Mutex<HashMap<(Uuid, AccessOutcome), AuditWrite>>,
+    noted: Mutex<Vec<((Uuid, AccessOutcome), Accesses)>>,
 }
 
 impl RequestAudit {
@@ -128,55 +135,119 @@ impl RequestAudit {
         RequestAudit {
             log,
             context,
-            done: Mutex::new(HashMap::new()),
+            noted: Mutex::new(Vec::new()),
         }
     }
 
-    /// Records one access to `patient_id` (once per request and outcome); `Err` means the
-    /// record could not be written and the data must not be returned.
-    pub async fn record(
+    /// Notes an access to `patient_id`'s `resource_type` resources `resource_ids` (written by
+    /// [`RequestAudit::flush`]); `detail` is the reason of a refusal.
+    pub fn note(
         &self,
         patient_id: Uuid,
         action: AccessAction,
         resource_type: &str,
-        resource_ids: Vec<String>,
+        resource_ids: impl IntoIterator<Item = String>,
         outcome: AccessOutcome,
-        detail: Option<String>,
-    ) -> Result<(), String> {
-        let cell = self
-            .done
+        detail: Option<&str>,
+    ) {
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (patient_id, outcome);
+        let index = match noted.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                noted.push((
+                    key,
+                    Accesses {
+                        action,
+                        resources: Vec::new(),
+                        detail: detail.map(str::to_string),
+                    },
+                ));
+                noted.len() - 1
+            }
+        };
+        let accesses = &mut noted[index].1;
+        if action != AccessAction::Read {
+            accesses.action = action;
+        }
+        let ids = match accesses
+            .resources
+            .iter_mut()
+            .position(|(t, _)| t == resource_type)
+        {
+            Some(i) => &mut accesses.resources[i].1,
+            None => {
+                accesses
+                    .resources
+                    .push((resource_type.to_string(), Vec::new()));
+                &mut accesses.resources.last_mut().expect("just pushed").1
+            }
+        };
+        for id in resource_ids {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+
+    /// Whether anything was noted.
+    pub fn is_empty(&self) -> bool {
+        self.noted
             .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Writes one record per patient and outcome noted — all at once, sharing the broker's
+    /// round trips — and waits until the broker acknowledged every one. `Err` means the answer
+    /// must not carry the data: some record could not be written.
+    pub async fn flush(&self) -> Result<(), String> {
+        let noted = std::mem::take(&mut *self.noted.lock().unwrap_or_else(|e| e.into_inner()));
+        let records: Vec<PhiAccessed> = noted
+            .into_iter()
+            .map(|((patient_id, outcome), accesses)| self.record(patient_id, outcome, accesses))
+            .collect();
+        futures::future::try_join_all(records.iter().map(|r| self.log.write(r)))
             .await
-            .entry((patient_id, outcome))
-            .or_default()
-            .clone();
-        cell.get_or_init(|| async {
-            let c = &self.context;
-            let access = PhiAccessed {
-                event_id: Uuid::now_v7(),
-                event_type: PHI_ACCESSED.to_string(),
-                occurred_at: Utc::now(),
-                actor: c.actor.clone(),
-                patient_id,
-                action,
-                resource_type: resource_type.to_string(),
-                resource_ids,
-                purpose_of_use: c.purpose_of_use.clone(),
-                outcome,
-                client_ip: c.client_ip.clone(),
-                forwarded_for: c.forwarded_for.clone(),
-                user_agent: c.user_agent.clone(),
-                request_id: c.request_id.clone(),
-                service: self.log.service.clone(),
-                detail: detail.or_else(|| {
-                    c.break_glass_reason
-                        .as_ref()
-                        .map(|reason| format!("break-the-glass: {reason}"))
-                }),
-            };
-            self.log.write(&access).await
-        })
-        .await
-        .clone()
+            .map(|_| ())
+    }
+
+    /// The record of `accesses`: one resource type with its ids, or, when the request touched
+    /// several, the types comma-separated and the ids as FHIR references (`Observation/<id>`).
+    fn record(&self, patient_id: Uuid, outcome: AccessOutcome, accesses: Accesses) -> PhiAccessed {
+        let c = &self.context;
+        let (resource_type, resource_ids) = match <[_; 1]>::try_from(accesses.resources) {
+            Ok([(resource_type, ids)]) => (resource_type, ids),
+            Err(several) => {
+                let types: Vec<&str> = several.iter().map(|(t, _)| t.as_str()).collect();
+                let ids = several
+                    .iter()
+                    .flat_map(|(t, ids)| ids.iter().map(move |id| format!("{t}/{id}")))
+                    .collect();
+                (types.join(","), ids)
+            }
+        };
+        PhiAccessed {
+            event_id: Uuid::now_v7(),
+            event_type: PHI_ACCESSED.to_string(),
+            occurred_at: Utc::now(),
+            actor: c.actor.clone(),
+            patient_id,
+            action: accesses.action,
+            resource_type,
+            resource_ids,
+            purpose_of_use: c.purpose_of_use.clone(),
+            outcome,
+            client_ip: c.client_ip.clone(),
+            forwarded_for: c.forwarded_for.clone(),
+            user_agent: c.user_agent.clone(),
+            request_id: c.request_id.clone(),
+            service: self.log.service.clone(),
+            detail: accesses.detail.or_else(|| {
+                c.break_glass_reason
+                    .as_ref()
+                    .map(|reason| format!("break-the-glass: {reason}"))
+            }),
+        }
     }
 }

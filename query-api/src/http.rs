@@ -27,10 +27,16 @@ use platform::problem::Problem;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
+use crate::access;
 use crate::audit::{AccessContext, AuditLog, RequestAudit};
-use crate::graphql::{PortalSchema, RequestData};
+use crate::graphql::{PortalSchema, ReadModels, RequestData};
 use crate::limits::{RateLimiter, check_shape};
-use crate::read_model::{Patients, Versions};
+use crate::loaders::ReadLoader;
+use crate::read_model::Versions;
+
+/// The answer when the accesses could not be audited (the cause is in the audit writer's log).
+const AUDIT_UNAVAILABLE: &str =
+    "the access could not be audited, so no patient data is returned; retry later";
 
 /// Most operations in one batched request (a JSON array), as GraphQL Yoga caps them.
 pub const MAX_BATCH: usize = 10;
@@ -84,13 +90,13 @@ pub struct AppState {
     pub schema: PortalSchema,
     pub guards: Arc<Guards>,
     pub audit: Arc<AuditLog>,
-    pub patients: Patients,
+    pub models: Arc<ReadModels>,
     /// Every read model's versions, for `X-Consistency-Token` waits.
     pub versions: Versions,
 }
 
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
-    let ready = platform::http::postgres_ready(state.patients.pool().clone());
+    let ready = platform::http::postgres_ready(state.models.patients.db().uncounted().clone());
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .with_state(state)
@@ -426,11 +432,29 @@ async fn answer(
             ]));
             continue;
         }
+        let scope = access::scope(&caller, context.break_glass_reason.is_some());
+        let practitioner = match &scope {
+            Ok(access::Scope::Practitioner(me)) => Some(me.clone()),
+            _ => None,
+        };
+        let audit = Arc::new(RequestAudit::new(state.audit.clone(), context.clone()));
         let data = RequestData {
             caller: caller.clone(),
-            audit: RequestAudit::new(state.audit.clone(), context.clone()),
+            scope,
+            models: state.models.clone(),
+            loader: ReadLoader::for_request(state.models.clone(), practitioner),
+            audit: audit.clone(),
         };
-        responses.push(state.schema.execute(operation.data(data)).await);
+        let response = state.schema.execute(operation.data(data)).await;
+        // No PHI leaves before every access it carries is on the audit log.
+        responses.push(match audit.flush().await {
+            Ok(()) => response,
+            Err(_) => async_graphql::Response::from_errors(vec![
+                async_graphql::Error::new(AUDIT_UNAVAILABLE)
+                    .extend_with(|_, e| e.set("code", "AUDIT_UNAVAILABLE"))
+                    .into_server_error(async_graphql::Pos::default()),
+            ]),
+        });
     }
     let response = if single {
         async_graphql::BatchResponse::Single(responses.remove(0))

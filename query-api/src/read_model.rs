@@ -1,10 +1,74 @@
-//! Queries over the `patient_service` read model.
+//! Queries over the read models the API serves. Every statement goes through a
+//! [`ReadPool`], which counts it (`healthplane_read_model_statements_total{database}`), so
+//! an operator — and the no-N+1 test — sees how many statements requests cost.
+//!
+//! The per-patient reads (`*_of`) take many patients at once: one statement with a
+//! `LATERAL` page per patient, which is what the nested connections' DataLoaders call.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::patient::{Address, ContactPoint, Identifier};
+use platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
+
+/// A place in a time-ordered list: (time, id).
+pub type Position = (DateTime<Utc>, Uuid);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabel {
+    database: String,
+}
+
+/// The statements issued to each read model, by database.
+#[derive(Debug, Clone, Default)]
+pub struct StatementCounter(Family<DatabaseLabel, Counter>);
+
+impl StatementCounter {
+    pub fn register(metrics: &Metrics) -> Self {
+        StatementCounter(metrics.register(
+            "read_model_statements",
+            "SQL statements the query API issued to each read model",
+            Family::default(),
+        ))
+    }
+}
+
+/// A read model's pool; each use is one statement, counted.
+#[derive(Debug, Clone)]
+pub struct ReadPool {
+    pool: PgPool,
+    statements: Counter,
+}
+
+impl ReadPool {
+    /// `database` names the read model in the statement counter.
+    pub fn new(pool: PgPool, database: &str, counter: &StatementCounter) -> Self {
+        let statements = counter
+            .0
+            .get_or_create(&DatabaseLabel {
+                database: database.to_string(),
+            })
+            .clone();
+        ReadPool { pool, statements }
+    }
+
+    /// The pool, for one statement.
+    pub fn statement(&self) -> &PgPool {
+        self.statements.inc();
+        &self.pool
+    }
+
+    /// The pool without counting (health checks).
+    pub fn uncounted(&self) -> &PgPool {
+        &self.pool
+    }
+}
 
 /// One patient as the read model holds it.
 #[derive(Debug, Clone)]
@@ -51,6 +115,8 @@ fn patient(row: PgRow) -> Result<PatientRow, sqlx::Error> {
 pub struct PatientSearch {
     /// Only this patient (the `patient` role sees only themselves).
     pub only: Option<Uuid>,
+    /// Only the patients in this practitioner's care.
+    pub care_of: Option<String>,
     /// Case-insensitive prefix of the family name.
     pub family: Option<String>,
     /// Case-insensitive prefix of any given name.
@@ -61,39 +127,60 @@ pub struct PatientSearch {
     pub identifier_value: Option<String>,
 }
 
-/// The patient read model.
+/// The patient read model, with the care team.
 #[derive(Debug, Clone)]
 pub struct Patients {
-    pool: PgPool,
+    db: ReadPool,
 }
 
 impl Patients {
-    pub fn new(pool: PgPool) -> Self {
-        Patients { pool }
+    pub fn new(db: ReadPool) -> Self {
+        Patients { db }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn db(&self) -> &ReadPool {
+        &self.db
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<PatientRow>, sqlx::Error> {
-        sqlx::query(&format!("SELECT {COLUMNS} FROM patients WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(patient)
-            .transpose()
+        Ok(self.get_many(&[id]).await?.pop())
     }
 
-    /// The version the read model holds for `id` (0 if absent).
-    pub async fn version(&self, id: Uuid) -> Result<i64, sqlx::Error> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .unwrap_or(0),
+    /// The patients of `ids` there are, in one statement.
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<PatientRow>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM patients WHERE id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(self.db.statement())
+        .await?
+        .into_iter()
+        .map(patient)
+        .collect()
+    }
+
+    /// Which of `patients` are in `practitioner`'s care, in one statement.
+    pub async fn in_care(
+        &self,
+        practitioner: &str,
+        patients: &[Uuid],
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT patient_id FROM care_team
+             WHERE practitioner_id = $1 AND patient_id = ANY($2)",
         )
+        .bind(practitioner)
+        .bind(patients)
+        .fetch_all(self.db.statement())
+        .await
+    }
+
+    /// Every patient in `practitioner`'s care.
+    pub async fn care_of(&self, practitioner: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar("SELECT DISTINCT patient_id FROM care_team WHERE practitioner_id = $1")
+            .bind(practitioner)
+            .fetch_all(self.db.statement())
+            .await
     }
 
     /// Up to `limit` patients matching `search` with ids after `after`, in id order
@@ -125,6 +212,8 @@ impl Patients {
                AND ($7::TEXT IS NULL OR EXISTS (SELECT 1 FROM patient_identifiers i
                      WHERE i.patient_id = p.id AND i.value = $7 AND ($6::TEXT IS NULL OR i.system = $6)))
                AND ($8::UUID IS NULL OR p.id > $8)
+               AND ($10::TEXT IS NULL OR EXISTS (SELECT 1 FROM care_team c
+                     WHERE c.practitioner_id = $10 AND c.patient_id = p.id))
              ORDER BY p.id
              LIMIT $9"
         ))
@@ -137,7 +226,8 @@ impl Patients {
         .bind(&search.identifier_value)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(&search.care_of)
+        .fetch_all(self.db.statement())
         .await?
         .into_iter()
         .map(patient)
@@ -180,19 +270,19 @@ pub struct AccessSearch {
 /// The PHI access index (`audit_service`).
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    pool: PgPool,
+    db: ReadPool,
 }
 
 impl AccessLog {
-    pub fn new(pool: PgPool) -> Self {
-        AccessLog { pool }
+    pub fn new(db: ReadPool) -> Self {
+        AccessLog { db }
     }
 
     /// Up to `limit` accesses matching `search` after `after` (time, event id), oldest first.
     pub async fn search(
         &self,
         search: &AccessSearch,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<AccessRow>, sqlx::Error> {
         let query = sqlx::query_scalar(
@@ -215,8 +305,13 @@ impl AccessLog {
         .bind(&search.action)
         .bind(&search.outcome)
         .bind(&search.purpose_of_use);
-        keyset_page(query, after, limit, &self.pool).await
+        keyset_page(query, after, limit, &self.db).await
     }
+}
+
+/// A row of one patient's.
+pub trait OfPatient {
+    fn patient_id(&self) -> Uuid;
 }
 
 /// One appointment as the appointment read model holds it.
@@ -239,26 +334,37 @@ pub struct AppointmentRow {
 /// `to` exclusive (on the start).
 #[derive(Debug, Clone, Default)]
 pub struct TimelineSearch {
-    pub patient_id: Option<Uuid>,
+    /// Only these patients (a patient's own, a practitioner's care team).
+    pub patient_ids: Option<Vec<Uuid>>,
     pub practitioner_id: Option<String>,
+    pub filter: TimelineFilter,
+}
+
+/// What a patient's appointments or encounters are narrowed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TimelineFilter {
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
 }
 
+/// A read-model table of patients' resources ordered in time: the table, its time column
+/// (this module's constants, never input).
+type Timeline = (&'static str, &'static str);
+
 /// Rows of `table` (with `patient_id`, `practitioner_id`, `status`, `id` and the start
 /// column `start`) matching `search`, after `after` (start, id), by start. `table` and
 /// `start` are this module's constants, never input.
 async fn timeline<T: serde::de::DeserializeOwned>(
-    pool: &PgPool,
-    (table, start): (&'static str, &'static str),
+    db: &ReadPool,
+    (table, start): Timeline,
     search: &TimelineSearch,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<Position>,
     limit: i64,
 ) -> Result<Vec<T>, sqlx::Error> {
     let sql = format!(
         "SELECT to_jsonb(r) FROM {table} r
-         WHERE ($1::UUID IS NULL OR r.patient_id = $1)
+         WHERE ($1::UUID[] IS NULL OR r.patient_id = ANY($1))
            AND ($2::TEXT IS NULL OR r.practitioner_id = $2)
            AND ($3::TEXT IS NULL OR r.status = $3)
            AND ($4::TIMESTAMPTZ IS NULL OR r.{start} >= $4)
@@ -268,59 +374,140 @@ async fn timeline<T: serde::de::DeserializeOwned>(
          LIMIT $8"
     );
     let query = sqlx::query_scalar(&sql)
-        .bind(search.patient_id)
+        .bind(&search.patient_ids)
         .bind(&search.practitioner_id)
-        .bind(&search.status)
-        .bind(search.from)
-        .bind(search.to);
-    keyset_page(query, after, limit, pool).await
+        .bind(&search.filter.status)
+        .bind(search.filter.from)
+        .bind(search.filter.to);
+    keyset_page(query, after, limit, db).await
 }
 
-/// One row of `table` by id.
-async fn by_id<T: serde::de::DeserializeOwned>(
-    pool: &PgPool,
+type JsonQuery<'q> =
+    sqlx::query::QueryScalar<'q, sqlx::Postgres, serde_json::Value, sqlx::postgres::PgArguments>;
+
+/// A page of each of `patients`' rows of `table`, ordered by (`time`, id), in one statement:
+/// `conditions` narrow them (parameters from `$5`, bound by `bind`); `$1` are the patients,
+/// `$2`/`$3` the (time, id) to start after, `$4` the rows per patient.
+#[allow(clippy::too_many_arguments)]
+async fn pages_of<T: serde::de::DeserializeOwned>(
+    db: &ReadPool,
+    (table, time): Timeline,
+    conditions: &'static str,
+    patients: &[Uuid],
+    after: Option<Position>,
+    limit: i64,
+    bind: impl for<'q> FnOnce(JsonQuery<'q>) -> JsonQuery<'q>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let sql = format!(
+        "SELECT to_jsonb(r) FROM unnest($1::UUID[]) AS p (id)
+         CROSS JOIN LATERAL (
+           SELECT * FROM {table} t
+           WHERE t.patient_id = p.id {conditions}
+             AND ($2::TIMESTAMPTZ IS NULL OR (t.{time}, t.id) > ($2, $3::UUID))
+           ORDER BY t.{time}, t.id
+           LIMIT $4) r
+         ORDER BY r.patient_id, r.{time}, r.id"
+    );
+    let query = sqlx::query_scalar(&sql)
+        .bind(patients)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit);
+    decode_rows(bind(query).fetch_all(db.statement()).await?)
+}
+
+/// [`pages_of`] appointments or encounters narrowed by `filter` (the range on the start).
+async fn timelines_of<T: serde::de::DeserializeOwned>(
+    db: &ReadPool,
+    (table, start): Timeline,
+    conditions: &'static str,
+    patients: &[Uuid],
+    filter: &TimelineFilter,
+    after: Option<Position>,
+    limit: i64,
+) -> Result<Vec<T>, sqlx::Error> {
+    let (status, from, to) = (filter.status.clone(), filter.from, filter.to);
+    pages_of(
+        db,
+        (table, start),
+        conditions,
+        patients,
+        after,
+        limit,
+        |q| q.bind(status).bind(from).bind(to),
+    )
+    .await
+}
+
+/// The rows of `table` with the given ids, in one statement.
+async fn by_ids<T: serde::de::DeserializeOwned>(
+    db: &ReadPool,
     table: &'static str,
-    id: Uuid,
-) -> Result<Option<T>, sqlx::Error> {
-    let row: Option<serde_json::Value> = sqlx::query_scalar(&format!(
-        "SELECT to_jsonb(r) FROM {table} r WHERE r.id = $1"
+    ids: &[Uuid],
+) -> Result<Vec<T>, sqlx::Error> {
+    let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+        "SELECT to_jsonb(r) FROM {table} r WHERE r.id = ANY($1)"
     ))
-    .bind(id)
-    .fetch_optional(pool)
+    .bind(ids)
+    .fetch_all(db.statement())
     .await?;
-    Ok(decode_rows(row.into_iter().collect())?.pop())
+    decode_rows(rows)
 }
 
 /// The appointment read model (`appointment_service`).
 #[derive(Debug, Clone)]
 pub struct Appointments {
-    pool: PgPool,
+    db: ReadPool,
 }
 
+const APPOINTMENTS: Timeline = ("appointments", "start_at");
+const APPOINTMENT_CONDITIONS: &str = "AND ($5::TEXT IS NULL OR t.status = $5)
+     AND ($6::TIMESTAMPTZ IS NULL OR t.start_at >= $6)
+     AND ($7::TIMESTAMPTZ IS NULL OR t.start_at < $7)";
+
 impl Appointments {
-    pub fn new(pool: PgPool) -> Self {
-        Appointments { pool }
+    pub fn new(db: ReadPool) -> Self {
+        Appointments { db }
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<AppointmentRow>, sqlx::Error> {
-        by_id(&self.pool, "appointments", id).await
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        by_ids(&self.db, APPOINTMENTS.0, ids).await
     }
 
     /// Up to `limit` appointments matching `search` after `after` (start, id), by start.
     pub async fn search(
         &self,
         search: &TimelineSearch,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
-        timeline(
-            &self.pool,
-            ("appointments", "start_at"),
-            search,
+        timeline(&self.db, APPOINTMENTS, search, after, limit).await
+    }
+
+    /// Up to `limit` appointments of each of `patients` matching `filter`, by start.
+    pub async fn of(
+        &self,
+        patients: &[Uuid],
+        filter: &TimelineFilter,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        timelines_of(
+            &self.db,
+            APPOINTMENTS,
+            APPOINTMENT_CONDITIONS,
+            patients,
+            filter,
             after,
             limit,
         )
         .await
+    }
+}
+
+impl OfPatient for AppointmentRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
     }
 }
 
@@ -342,32 +529,56 @@ pub struct EncounterRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl OfPatient for EncounterRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
+    }
+}
+
 /// The encounter read model (`encounter_service`).
 #[derive(Debug, Clone)]
 pub struct Encounters {
-    pool: PgPool,
+    db: ReadPool,
 }
 
+const ENCOUNTERS: Timeline = ("encounters", "started_at");
+const ENCOUNTER_CONDITIONS: &str = "AND ($5::TEXT IS NULL OR t.status = $5)
+     AND ($6::TIMESTAMPTZ IS NULL OR t.started_at >= $6)
+     AND ($7::TIMESTAMPTZ IS NULL OR t.started_at < $7)";
+
 impl Encounters {
-    pub fn new(pool: PgPool) -> Self {
-        Encounters { pool }
+    pub fn new(db: ReadPool) -> Self {
+        Encounters { db }
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<EncounterRow>, sqlx::Error> {
-        by_id(&self.pool, "encounters", id).await
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<EncounterRow>, sqlx::Error> {
+        by_ids(&self.db, ENCOUNTERS.0, ids).await
     }
 
     /// Up to `limit` encounters matching `search` after `after` (start, id), by start.
     pub async fn search(
         &self,
         search: &TimelineSearch,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<EncounterRow>, sqlx::Error> {
-        timeline(
-            &self.pool,
-            ("encounters", "started_at"),
-            search,
+        timeline(&self.db, ENCOUNTERS, search, after, limit).await
+    }
+
+    /// Up to `limit` encounters of each of `patients` matching `filter`, by start.
+    pub async fn of(
+        &self,
+        patients: &[Uuid],
+        filter: &TimelineFilter,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<EncounterRow>, sqlx::Error> {
+        timelines_of(
+            &self.db,
+            ENCOUNTERS,
+            ENCOUNTER_CONDITIONS,
+            patients,
+            filter,
             after,
             limit,
         )
@@ -377,22 +588,17 @@ impl Encounters {
 
 /// A keyset page: `query` with its last three parameters bound to the `(time, id)` to start
 /// after and the row limit, its rows read as their Rust type.
-async fn keyset_page<'q, T: serde::de::DeserializeOwned>(
-    query: sqlx::query::QueryScalar<
-        'q,
-        sqlx::Postgres,
-        serde_json::Value,
-        sqlx::postgres::PgArguments,
-    >,
-    after: Option<(DateTime<Utc>, Uuid)>,
+async fn keyset_page<T: serde::de::DeserializeOwned>(
+    query: JsonQuery<'_>,
+    after: Option<Position>,
     limit: i64,
-    pool: &PgPool,
+    db: &ReadPool,
 ) -> Result<Vec<T>, sqlx::Error> {
     let rows = query
         .bind(after.map(|(at, _)| at))
         .bind(after.map(|(_, id)| id))
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(db.statement())
         .await?;
     decode_rows(rows)
 }
@@ -426,53 +632,58 @@ pub struct ObservationRow {
     pub performer_id: String,
 }
 
-/// One patient's observations; all given criteria must match (`from` inclusive, `to`
-/// exclusive, on the effective time).
-#[derive(Debug, Clone)]
-pub struct ObservationSearch {
-    pub patient_id: Uuid,
+impl OfPatient for ObservationRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
+    }
+}
+
+/// What a patient's observations are narrowed to (`from` inclusive, `to` exclusive, on the
+/// effective time).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ObservationFilter {
+    /// The LOINC code.
     pub code: Option<String>,
+    /// e.g. vital-signs, laboratory.
+    pub category: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    pub performer_id: Option<String>,
 }
 
 /// The laboratory read model (`laboratory_service`).
 #[derive(Debug, Clone)]
 pub struct Observations {
-    pool: PgPool,
+    db: ReadPool,
 }
 
 impl Observations {
-    pub fn new(pool: PgPool) -> Self {
-        Observations { pool }
+    pub fn new(db: ReadPool) -> Self {
+        Observations { db }
     }
 
-    /// Up to `limit` observations matching `search` after `after` (effective time, id), oldest
-    /// first.
-    pub async fn search(
+    /// Up to `limit` observations of each of `patients` matching `filter` after `after`
+    /// (effective time, id), oldest first.
+    pub async fn of(
         &self,
-        search: &ObservationSearch,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        patients: &[Uuid],
+        filter: &ObservationFilter,
+        after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<ObservationRow>, sqlx::Error> {
-        let query = sqlx::query_scalar(
-            "SELECT to_jsonb(o) FROM observations o
-             WHERE o.patient_id = $1
-               AND ($2::TEXT IS NULL OR o.code = $2)
-               AND ($3::TIMESTAMPTZ IS NULL OR o.effective_at >= $3)
-               AND ($4::TIMESTAMPTZ IS NULL OR o.effective_at < $4)
-               AND ($5::TEXT IS NULL OR o.performer_id = $5)
-               AND ($6::TIMESTAMPTZ IS NULL OR (o.effective_at, o.id) > ($6, $7::UUID))
-             ORDER BY o.effective_at, o.id
-             LIMIT $8",
+        let f = filter.clone();
+        pages_of(
+            &self.db,
+            ("observations", "effective_at"),
+            "AND ($5::TEXT IS NULL OR t.code = $5)
+             AND ($6::TEXT IS NULL OR t.category = $6)
+             AND ($7::TIMESTAMPTZ IS NULL OR t.effective_at >= $7)
+             AND ($8::TIMESTAMPTZ IS NULL OR t.effective_at < $8)",
+            patients,
+            after,
+            limit,
+            |q| q.bind(f.code).bind(f.category).bind(f.from).bind(f.to),
         )
-        .bind(search.patient_id)
-        .bind(&search.code)
-        .bind(search.from)
-        .bind(search.to)
-        .bind(&search.performer_id);
-        keyset_page(query, after, limit, &self.pool).await
+        .await
     }
 }
 
@@ -496,69 +707,116 @@ pub struct MedicationRequestRow {
     pub note: Option<String>,
 }
 
+impl OfPatient for MedicationRequestRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
+    }
+}
+
+/// What a patient's medication requests are narrowed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MedicationRequestFilter {
+    pub status: Option<String>,
+    /// The RxNorm code.
+    pub code: Option<String>,
+}
+
 /// The pharmacy read model (`pharmacy_service`).
 #[derive(Debug, Clone)]
 pub struct MedicationRequests {
-    pool: PgPool,
+    db: ReadPool,
 }
 
 impl MedicationRequests {
-    pub fn new(pool: PgPool) -> Self {
-        MedicationRequests { pool }
+    pub fn new(db: ReadPool) -> Self {
+        MedicationRequests { db }
     }
 
-    /// Up to `limit` of `patient`'s requests (optionally one `status`, one `requester`) after
-    /// `after` (authored time, id), oldest first.
-    pub async fn search(
+    /// Up to `limit` requests of each of `patients` matching `filter` after `after`
+    /// (authored time, id), oldest first.
+    pub async fn of(
         &self,
-        patient: Uuid,
-        status: Option<&str>,
-        requester: Option<&str>,
-        after: Option<(DateTime<Utc>, Uuid)>,
+        patients: &[Uuid],
+        filter: &MedicationRequestFilter,
+        after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<MedicationRequestRow>, sqlx::Error> {
-        let query = sqlx::query_scalar(
-            "SELECT to_jsonb(m) FROM medication_requests m
-             WHERE m.patient_id = $1
-               AND ($2::TEXT IS NULL OR m.status = $2)
-               AND ($3::TEXT IS NULL OR m.requester_id = $3)
-               AND ($4::TIMESTAMPTZ IS NULL OR (m.authored_on, m.id) > ($4, $5::UUID))
-             ORDER BY m.authored_on, m.id
-             LIMIT $6",
+        let f = filter.clone();
+        pages_of(
+            &self.db,
+            ("medication_requests", "authored_on"),
+            "AND ($5::TEXT IS NULL OR t.status = $5)
+             AND ($6::TEXT IS NULL OR t.medication_code = $6)",
+            patients,
+            after,
+            limit,
+            |q| q.bind(f.status).bind(f.code),
         )
-        .bind(patient)
-        .bind(status)
-        .bind(requester);
-        keyset_page(query, after, limit, &self.pool).await
+        .await
     }
+}
+
+/// Rows grouped by their patient, in the order given.
+pub fn by_patient<R: OfPatient>(rows: Vec<R>) -> HashMap<Uuid, Vec<R>> {
+    let mut grouped: HashMap<Uuid, Vec<R>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.patient_id()).or_default().push(row);
+    }
+    grouped
 }
 
 /// Where the version of each aggregate's read-model row is, for consistency waits.
 #[derive(Debug, Clone, Default)]
 pub struct Versions {
-    tables: Vec<(events::registry::Aggregate, PgPool, &'static str)>,
+    tables: Vec<(events::registry::Aggregate, ReadPool, &'static str)>,
+    care_team: Option<ReadPool>,
 }
 
 impl Versions {
-    /// `tables`: each aggregate with its read model's pool and table (this module's names).
-    pub fn new(tables: Vec<(events::registry::Aggregate, PgPool, &'static str)>) -> Self {
-        Versions { tables }
+    /// `tables`: each aggregate with its read model's pool and table (this module's names);
+    /// `care_team`: the patient read model, whose care team a clinical record must also be
+    /// on before a practitioner's read of the patient can see it.
+    pub fn new(
+        tables: Vec<(events::registry::Aggregate, ReadPool, &'static str)>,
+        care_team: Option<ReadPool>,
+    ) -> Self {
+        Versions { tables, care_team }
     }
 
-    /// The version the read model holds for `id` (0 if absent); `None` if this API serves
-    /// no read model of `aggregate`.
+    /// The version the read model holds for `id` (0 if absent, or while a clinical record
+    /// is not yet on the care team); `None` if this API serves no read model of `aggregate`.
     pub async fn version(
         &self,
         aggregate: events::registry::Aggregate,
         id: Uuid,
     ) -> Option<Result<i64, sqlx::Error>> {
-        let (_, pool, table) = self.tables.iter().find(|(a, _, _)| *a == aggregate)?;
-        Some(
+        let (_, db, table) = self.tables.iter().find(|(a, _, _)| *a == aggregate)?;
+        let version = async {
+            if let (Some(care), true) = (
+                &self.care_team,
+                aggregate != events::registry::Aggregate::Patient,
+            ) {
+                let on_team: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM care_team WHERE id = $1)")
+                        .bind(id)
+                        .fetch_one(care.statement())
+                        .await?;
+                if !on_team {
+                    return Ok(0);
+                }
+            }
             sqlx::query_scalar::<_, i64>(&format!("SELECT version FROM {table} WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_optional(db.statement())
                 .await
-                .map(|v| v.unwrap_or(0)),
-        )
+                .map(|v| v.unwrap_or(0))
+        };
+        Some(version.await)
+    }
+}
+
+impl OfPatient for AccessRow {
+    fn patient_id(&self) -> Uuid {
+        self.patient_id
     }
 }

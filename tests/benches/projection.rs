@@ -217,11 +217,7 @@ async fn main() -> anyhow::Result<()> {
         });
         let (rebuild, rebuilt) = match kind {
             "patient" => {
-                rebuild_seconds(
-                    &projections::patient::PatientProjection::default(),
-                    &events_url,
-                )
-                .await?
+                rebuild_seconds(&projections::patient::PatientProjection, &events_url).await?
             }
             _ => {
                 rebuild_seconds(

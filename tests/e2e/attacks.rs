@@ -162,9 +162,10 @@ async fn query_amplification_is_refused_before_any_read_and_callers_are_rate_lim
             .contains("aliases")
     );
 
-    // Within the alias cap, the page sizes count: 10 x 100 patients is over the complexity limit.
+    // Within the alias cap, the page sizes count: 10 x 100 patients of 10 fields each is over
+    // the complexity limit.
     let pages: String = (0..10)
-        .map(|i| format!("p{i}: patients(first: 100) {{ edges {{ node {{ id name {{ text }} birthDate }} }} }} "))
+        .map(|i| format!("p{i}: patients(first: 100) {{ edges {{ node {{ id name {{ text given family }} birthDate gender telecom {{ value }} }} }} }} "))
         .collect();
     let (_, _, body) = stack
         .graphql(
@@ -254,7 +255,7 @@ async fn a_spoofed_forwarded_for_is_recorded_but_is_not_the_client_address() {
     let created = stack.register(&ada()).await;
     let id = created["id"].as_str().unwrap().to_string();
     let _ = read_until_visible(&stack, &id, "dr-hopper").await;
-    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let doctor = token(Role::Admin, "dr-hopper", None);
     let request_id = uuid::Uuid::new_v4().to_string();
     let (status, _, body) = stack
         .graphql(
@@ -435,7 +436,7 @@ async fn answers_are_not_cached_or_sniffed() {
     let created = stack.register(&ada()).await;
     let id = created["id"].as_str().unwrap().to_string();
     let _ = read_until_visible(&stack, &id, "dr-hopper").await;
-    let doctor = token(Role::Practitioner, "dr-hopper", None);
+    let doctor = token(Role::Admin, "dr-hopper", None);
     let (_, headers, _) = stack
         .graphql(&doctor, &[], PATIENT_QUERY, serde_json::json!({"id": id}))
         .await;

@@ -2,6 +2,7 @@
 
 mod attacks;
 mod bad_input;
+mod clinicians;
 mod commands;
 mod concurrency;
 mod contract;
@@ -29,10 +30,11 @@ pub const PATIENT_QUERY: &str = "query($id: ID!) { patient(id: $id) {
     telecom { system value }
     address { line city postalCode country } } }";
 
-/// Queries `patient(id)` as a practitioner until it appears (bounded); returns the request id
+/// Queries `patient(id)` as an admin until it appears (bounded); returns the request id
 /// of the answering request and the patient.
+/// Reads patient `id` as admin `sub` (who may read every patient) until the read model has it.
 pub async fn read_until_visible(stack: &Stack, id: &str, sub: &str) -> (String, serde_json::Value) {
-    let practitioner = token(Role::Practitioner, sub, None);
+    let practitioner = token(Role::Admin, sub, None);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let request_id = uuid::Uuid::new_v4().to_string();

@@ -441,7 +441,7 @@ async fn rebuilding_while_queries_run_never_shows_an_empty_or_partial_model() {
             seen
         }
     });
-    let practitioner = token(Role::Practitioner, "dr-rebuild", None);
+    let practitioner = token(Role::Admin, "dr-rebuild", None);
     let graphql_reader = async {
         let mut answers = 0;
         while !stop.load(Ordering::Acquire) {

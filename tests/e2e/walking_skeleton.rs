@@ -44,13 +44,13 @@ async fn a_registered_patient_is_read_over_graphql_and_the_read_is_audited() {
     assert_eq!(access.patient_id.to_string(), id);
     assert_eq!(
         (access.actor.id.as_str(), access.actor.role),
-        ("dr-hopper", Role::Practitioner)
+        ("dr-hopper", Role::Admin)
     );
     assert_eq!(
         (access.action, access.outcome),
         (AccessAction::Read, AccessOutcome::Success)
     );
-    assert_eq!(access.purpose_of_use, "TREAT");
+    assert_eq!(access.purpose_of_use, "HOPERAT");
     assert_eq!(access.resource_ids, vec![id.clone()]);
 
     // replay-tool prints it.
@@ -240,7 +240,7 @@ async fn replay_tool_lists_every_access_including_the_end_of_the_last_batch() {
         .to_string();
     let _ = read_until_visible(&stack, &id, "dr-hopper").await;
     // Ten reads at once: the audit producer batches their records into one partition.
-    let practitioner = token(Role::Practitioner, "dr-burst", None);
+    let practitioner = token(Role::Admin, "dr-burst", None);
     let request_ids: Vec<String> = (0..10)
         .map(|i| format!("burst-{i}-{}", uuid::Uuid::new_v4()))
         .collect();

@@ -15,7 +15,8 @@ use query_api::graphql::build_schema;
 use query_api::http::{self, AppState, Guards};
 use query_api::limits::RateLimiter;
 use query_api::read_model::{
-    AccessLog, Appointments, Encounters, MedicationRequests, Observations, Patients, Versions,
+    AccessLog, Appointments, Encounters, MedicationRequests, Observations, Patients, ReadPool,
+    StatementCounter, Versions,
 };
 
 #[derive(Debug, Parser)]
@@ -94,31 +95,37 @@ async fn main() -> anyhow::Result<()> {
     let codec = Arc::new(schemas::EventCodec::new(
         &args.api.kafka.schema_registry_url,
     ));
-    let patients = Patients::new(pool);
-    let appointment_pool = lazy(&args.appointment_database_url)?;
-    let encounter_pool = lazy(&args.encounter_database_url)?;
-    let laboratory_pool = lazy(&args.laboratory_database_url)?;
-    let pharmacy_pool = lazy(&args.pharmacy_database_url)?;
+    let statements = StatementCounter::register(&metrics);
+    let db = |pool: sqlx::PgPool, database: &str| ReadPool::new(pool, database, &statements);
+    let patient_db = db(pool, "patient_service");
+    let appointment_db = db(lazy(&args.appointment_database_url)?, "appointment_service");
+    let encounter_db = db(lazy(&args.encounter_database_url)?, "encounter_service");
+    let laboratory_db = db(lazy(&args.laboratory_database_url)?, "laboratory_service");
+    let pharmacy_db = db(lazy(&args.pharmacy_database_url)?, "pharmacy_service");
+    let models = Arc::new(ReadModels {
+        patients: Patients::new(patient_db.clone()),
+        appointments: Appointments::new(appointment_db.clone()),
+        encounters: Encounters::new(encounter_db.clone()),
+        observations: Observations::new(laboratory_db.clone()),
+        medication_requests: MedicationRequests::new(pharmacy_db.clone()),
+        access_log: AccessLog::new(db(lazy(&args.audit_database_url)?, "audit_service")),
+    });
     let state = AppState {
-        schema: build_schema(ReadModels {
-            patients: patients.clone(),
-            appointments: Appointments::new(appointment_pool.clone()),
-            encounters: Encounters::new(encounter_pool.clone()),
-            observations: Observations::new(laboratory_pool.clone()),
-            medication_requests: MedicationRequests::new(pharmacy_pool.clone()),
-            access_log: AccessLog::new(lazy(&args.audit_database_url)?),
-        }),
-        versions: Versions::new(vec![
-            (Aggregate::Patient, patients.pool().clone(), "patients"),
-            (Aggregate::Appointment, appointment_pool, "appointments"),
-            (Aggregate::Encounter, encounter_pool, "encounters"),
-            (Aggregate::Observation, laboratory_pool, "observations"),
-            (
-                Aggregate::MedicationRequest,
-                pharmacy_pool,
-                "medication_requests",
-            ),
-        ]),
+        schema: build_schema(),
+        versions: Versions::new(
+            vec![
+                (Aggregate::Patient, patient_db.clone(), "patients"),
+                (Aggregate::Appointment, appointment_db, "appointments"),
+                (Aggregate::Encounter, encounter_db, "encounters"),
+                (Aggregate::Observation, laboratory_db, "observations"),
+                (
+                    Aggregate::MedicationRequest,
+                    pharmacy_db,
+                    "medication_requests",
+                ),
+            ],
+            Some(patient_db),
+        ),
         guards: Arc::new(Guards::new(
             verifier,
             consistency,
@@ -128,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             &metrics,
         )),
         audit: Arc::new(AuditLog::new(producer, codec, &metrics)),
-        patients,
+        models,
     };
     let app = http::router(state, metrics);
     let listener = platform::http::bind(args.listen).await?;

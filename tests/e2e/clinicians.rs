@@ -1,0 +1,272 @@
+//! Journey: a clinician's portal lists the patients in their care with each one's
+//! appointments, encounters, observations and prescriptions nested, following the links
+//! between them; one request costs the same few SQL statements for 5 patients or 20, and
+//! writes one audit record per patient. Patients outside their care are refused, on every
+//! path, until the clinician breaks the glass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use events::Role;
+use events::audit::{AccessOutcome, PhiAccessed};
+use events::catalog::AUDIT_PHI_ACCESS;
+use reqwest::Method;
+use schemas::EventCodec;
+use serde_json::{Value, json};
+use tests::{Stack, ada, token};
+
+use crate::commands::{at_hours, encounter_body, prescription_body, send, vital_body};
+
+const PRACTITIONER: &str = "dr-nested";
+
+const NESTED_QUERY: &str = "query($first: Int!) { patients(first: $first) { edges { node {
+    id name { text }
+    appointments(first: 10) { edges { node { id status patient { id } } } }
+    encounters(first: 10) { edges { node { id status appointment { id status } } } }
+    observations(first: 10) { edges { node { id valueQuantity { value unit } encounter { id } } } }
+    medicationRequests(first: 10) { edges { node { id dosage { text } encounter { id } } } }
+} } pageInfo { hasNextPage } } }";
+
+/// A patient's four records: appointment → encounter (completed) → observation and
+/// prescription in it. Returns the patient's id.
+async fn patient_with_a_visit(stack: &Stack, doctor: &str, admin: &str) -> String {
+    let patient = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let schedule = json!({"patientId": patient, "practitionerId": PRACTITIONER,
+        "start": at_hours(1), "end": at_hours(2)});
+    let (s, appointment) = send(
+        stack,
+        Method::POST,
+        "/v1/appointments",
+        admin,
+        &[],
+        &schedule,
+    )
+    .await;
+    assert_eq!(s, 201, "{appointment}");
+    let body = encounter_body(&patient, Some(&id(&appointment)));
+    let (s, encounter) = send(stack, Method::POST, "/v1/encounters", doctor, &[], &body).await;
+    assert_eq!(s, 201, "{encounter}");
+    let body = vital_body(&patient, Some(&id(&encounter)), "8867-4", 72.0, "/min");
+    let (s, vital) = send(stack, Method::POST, "/v1/observations", doctor, &[], &body).await;
+    assert_eq!(s, 201, "{vital}");
+    let body = prescription_body(&patient, Some(&id(&encounter)));
+    let path = "/v1/medication-requests";
+    let (s, prescription) = send(stack, Method::POST, path, doctor, &[], &body).await;
+    assert_eq!(s, 201, "{prescription}");
+    let complete = format!("/v1/encounters/{}/complete", id(&encounter));
+    let body = json!({"dischargeDisposition": "home"});
+    let (s, done) = send(
+        stack,
+        Method::POST,
+        &complete,
+        doctor,
+        &[("If-Match", "\"1\"")],
+        &body,
+    )
+    .await;
+    assert_eq!(s, 200, "{done}");
+    patient
+}
+
+/// Whether every listed patient has its four records, linked, with the visit fulfilled.
+fn complete(body: &Value, patients: usize) -> bool {
+    let edges = body["data"]["patients"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    edges.len() == patients
+        && edges.iter().all(|e| {
+            let n = &e["node"];
+            n["appointments"]["edges"][0]["node"]["status"] == "fulfilled"
+                && n["encounters"]["edges"][0]["node"]["status"] == "finished"
+                && !n["observations"]["edges"][0]["node"]["encounter"]["id"].is_null()
+                && !n["medicationRequests"]["edges"][0]["node"]["id"].is_null()
+        })
+}
+
+async fn statements(stack: &Stack) -> u64 {
+    let metrics =
+        tests::metrics_text(&stack.http, stack.graphql_url.trim_end_matches("/graphql")).await;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("healthplane_read_model_statements_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The statements one request costs, and its answer.
+async fn cost(stack: &Stack, who: &str, request_id: &str, first: usize) -> (u64, Value) {
+    let before = statements(stack).await;
+    let (status, _, body) = stack
+        .graphql(
+            who,
+            &[("X-Request-Id", request_id)],
+            NESTED_QUERY,
+            json!({"first": first}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    (statements(stack).await - before, body)
+}
+
+#[tokio::test]
+async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statements_for_5_or_20_patients()
+ {
+    let stack = Stack::start().await;
+    let mut projectors = Vec::new();
+    for (projection, database) in [
+        ("appointment", &stack.databases.appointment),
+        ("encounter", &stack.databases.encounter),
+        ("laboratory", &stack.databases.laboratory),
+        ("pharmacy", &stack.databases.pharmacy),
+    ] {
+        projectors.push(crate::portals::projector(&stack, projection, database).await);
+    }
+    let doctor = token(Role::Practitioner, PRACTITIONER, None);
+    let admin = token(Role::Admin, "front-desk", None);
+    let mut mine = BTreeSet::new();
+    for _ in 0..4 {
+        let visits = (0..5).map(|_| patient_with_a_visit(&stack, &doctor, &admin));
+        mine.extend(futures::future::join_all(visits).await);
+    }
+    // A patient not in their care.
+    let stranger = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Wait until every projection has every record (the care team included).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, _, body) = stack
+            .graphql(&doctor, &[], NESTED_QUERY, json!({"first": 20}))
+            .await;
+        if complete(&body, 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never complete: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The list is the patients in their care, each with its records and links.
+    let small_request = uuid::Uuid::new_v4().to_string();
+    let (small, _) = cost(&stack, &doctor, &small_request, 5).await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (large, body) = cost(&stack, &doctor, &request_id, 20).await;
+    let listed: BTreeSet<String> = body["data"]["patients"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, mine, "exactly the patients in their care");
+    assert!(!listed.contains(&stranger));
+    let first = &body["data"]["patients"]["edges"][0]["node"];
+    let appointment = &first["appointments"]["edges"][0]["node"];
+    assert_eq!(appointment["patient"]["id"], first["id"], "{first}");
+    assert_eq!(
+        first["encounters"]["edges"][0]["node"]["appointment"]["id"], appointment["id"],
+        "{first}"
+    );
+    assert_eq!(
+        first["observations"]["edges"][0]["node"]["encounter"]["id"],
+        first["encounters"]["edges"][0]["node"]["id"],
+        "{first}"
+    );
+    assert_eq!(
+        first["medicationRequests"]["edges"][0]["node"]["dosage"]["text"],
+        "10 mg once a day"
+    );
+
+    // No N+1: at most one statement per field whatever the count of patients — the list,
+    // the care check, four pages and four links: 10 (20 patients with four connections and
+    // their links read one by one would be 20 × 8). Two links that load the same kind (an
+    // observation's and a prescription's encounter) may share one statement, so 9 or 10.
+    println!("statements: {small} for 5 patients, {large} for 20");
+    const PER_FIELD: u64 = 1 + 1 + 4 + 4;
+    assert!(
+        small <= PER_FIELD && large <= PER_FIELD,
+        "{small} statements for 5 patients, {large} for 20"
+    );
+
+    // One success record per patient for the request, listing what it returned.
+    let codec = EventCodec::new(&stack.cluster.registry_url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records: BTreeMap<String, PhiAccessed> = loop {
+        let mut records = BTreeMap::new();
+        let mut count = 0;
+        for message in tests::read_topic(&stack.cluster.brokers, AUDIT_PHI_ACCESS) {
+            use rdkafka::message::Message;
+            let access: PhiAccessed = codec.decode(message.payload()).await.unwrap();
+            if access.request_id == request_id {
+                count += 1;
+                records.insert(access.patient_id.to_string(), access);
+            }
+        }
+        if count >= 20 || Instant::now() > deadline {
+            assert_eq!(count, 20, "one record per patient");
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(records.keys().cloned().collect::<BTreeSet<_>>(), mine);
+    let record = &records[first["id"].as_str().unwrap()];
+    assert_eq!(record.outcome, AccessOutcome::Success);
+    assert_eq!(record.purpose_of_use, "TREAT");
+    let types: BTreeSet<&str> = record.resource_type.split(',').collect();
+    assert_eq!(
+        types,
+        BTreeSet::from([
+            "Patient",
+            "Appointment",
+            "Encounter",
+            "Observation",
+            "MedicationRequest"
+        ])
+    );
+    let appointment_ref = format!("Appointment/{}", appointment["id"].as_str().unwrap());
+    assert!(record.resource_ids.contains(&appointment_ref), "{record:?}");
+    // Patient, appointment, encounter, observation, prescription: each once.
+    assert_eq!(record.resource_ids.len(), 5, "{record:?}");
+
+    // A patient outside their care: refused on every path, until the glass is broken.
+    let paths = [
+        (
+            "query($id: ID!) { patient(id: $id) { id } }",
+            json!({"id": stranger}),
+        ),
+        (
+            "query($id: ID!) { observations(patientId: $id) { edges { node { id } } } }",
+            json!({"id": stranger}),
+        ),
+        (
+            "query($id: ID!) { appointments(filter: {patientId: $id}) { edges { node { id } } } }",
+            json!({"id": stranger}),
+        ),
+        (
+            "query($id: ID!) { medicationRequests(patientId: $id) { edges { node { id } } } }",
+            json!({"id": stranger}),
+        ),
+    ];
+    for (query, variables) in &paths {
+        let (_, _, body) = stack.graphql(&doctor, &[], query, variables.clone()).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{body}"
+        );
+        assert!(!body.to_string().contains("Lovelace"), "{body}");
+    }
+    let glass = [
+        ("X-Purpose-Of-Use", "ETREAT"),
+        ("X-Break-Glass-Reason", "collapsed in the waiting room"),
+    ];
+    let (_, _, body) = stack
+        .graphql(&doctor, &glass, paths[0].0, paths[0].1.clone())
+        .await;
+    assert_eq!(body["data"]["patient"]["id"], stranger.as_str(), "{body}");
+}
