@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Benchmarks projection throughput (each projector, Kafka to Postgres, and a full rebuild from
-# the event store) next to a raw COPY of the same rows into the same PostgreSQL, in one run,
-# against a throwaway broker and registry. HEALTHPLANE_BENCH_EVENTS sets the event count.
+# Benchmarks, release build, against a throwaway broker and registry:
+# - projection throughput (each projector, Kafka to Postgres, and a full rebuild from the event
+#   store) next to a raw COPY of the same rows into the same PostgreSQL, in one run
+#   (HEALTHPLANE_BENCH_EVENTS sets the event count);
+# - GraphQL latency at fixed rates: patient(id) at 1,000 req/s and a patient with four nested
+#   connections at 300 req/s, each with its audit write, next to { __typename } on the same
+#   server, and the query API's RSS (HEALTHPLANE_BENCH_SECONDS sets each run's length).
+# Extra arguments pick benchmarks: ./deploy/bench.sh graphql
 set -euo pipefail
+# The benchmarks run the release binaries (cargo bench builds its own code in release too).
+export HEALTHPLANE_PROFILE=release
 source "$(dirname "$0")/lib.sh"
 
 ensure_postgres
 ensure_tansu
 build_binaries
-log "building the release binaries the benchmark runs"
-(cd "$HP_ROOT" && cargo build --release --workspace --bins --quiet)
 start_throwaway_cluster bench
 
-log "running the projection benchmark"
 cd "$HP_ROOT"
-cargo bench -p tests --bench projection
+for bench in "${@:-projection graphql}"; do
+  for name in $bench; do
+    log "running the $name benchmark"
+    cargo bench -p tests --bench "$name"
+  done
+done

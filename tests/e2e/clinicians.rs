@@ -17,7 +17,11 @@ use tests::{Stack, ada, token};
 
 use crate::commands::{at_hours, encounter_body, prescription_body, send, vital_body};
 
-const PRACTITIONER: &str = "dr-nested";
+/// A practitioner of this test's own: every stack on the shared broker reads every patient's
+/// events, so another test's practitioner would share the care team.
+fn practitioner() -> String {
+    format!("dr-{}", uuid::Uuid::new_v4().simple())
+}
 
 const NESTED_QUERY: &str = "query($first: Int!) { patients(first: $first) { edges { node {
     id name { text }
@@ -29,13 +33,17 @@ const NESTED_QUERY: &str = "query($first: Int!) { patients(first: $first) { edge
 
 /// A patient's four records: appointment → encounter (completed) → observation and
 /// prescription in it. Returns the patient's id.
-async fn patient_with_a_visit(stack: &Stack, doctor: &str, admin: &str) -> String {
+async fn patient_with_a_visit(
+    stack: &Stack,
+    (doctor, practitioner): (&str, &str),
+    admin: &str,
+) -> String {
     let patient = stack.register(&ada()).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let id = |v: &Value| v["id"].as_str().unwrap().to_string();
-    let schedule = json!({"patientId": patient, "practitionerId": PRACTITIONER,
+    let schedule = json!({"patientId": patient, "practitionerId": practitioner,
         "start": at_hours(1), "end": at_hours(2)});
     let (s, appointment) = send(
         stack,
@@ -127,11 +135,12 @@ async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statem
     ] {
         projectors.push(crate::portals::projector(&stack, projection, database).await);
     }
-    let doctor = token(Role::Practitioner, PRACTITIONER, None);
+    let me = practitioner();
+    let doctor = token(Role::Practitioner, &me, None);
     let admin = token(Role::Admin, "front-desk", None);
     let mut mine = BTreeSet::new();
     for _ in 0..4 {
-        let visits = (0..5).map(|_| patient_with_a_visit(&stack, &doctor, &admin));
+        let visits = (0..5).map(|_| patient_with_a_visit(&stack, (&doctor, &me), &admin));
         mine.extend(futures::future::join_all(visits).await);
     }
     // A patient not in their care.
@@ -269,4 +278,191 @@ async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statem
         .graphql(&doctor, &glass, paths[0].0, paths[0].1.clone())
         .await;
     assert_eq!(body["data"]["patient"]["id"], stranger.as_str(), "{body}");
+}
+
+const OWN_QUERY: &str = "query($id: ID!) { patient(id: $id) { id
+    appointments { edges { node { id status } } }
+    encounters { edges { node { id } } }
+    observations { edges { node { id } } }
+    medicationRequests { edges { node { id } } } } }";
+
+/// The ids of the first appointment, encounter, observation and prescription in an answer to
+/// [`OWN_QUERY`].
+fn record_ids(body: &Value) -> Vec<String> {
+    let patient = &body["data"]["patient"];
+    [
+        "appointments",
+        "encounters",
+        "observations",
+        "medicationRequests",
+    ]
+    .iter()
+    .filter_map(|f| {
+        patient[f]["edges"][0]["node"]["id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .collect()
+}
+
+/// The success records of the audit log for `request_id`.
+async fn successes(stack: &Stack, request_id: &str) -> Vec<PhiAccessed> {
+    let codec = EventCodec::new(&stack.cluster.registry_url);
+    let mut found = Vec::new();
+    for message in tests::read_topic(&stack.cluster.brokers, AUDIT_PHI_ACCESS) {
+        use rdkafka::message::Message;
+        let access: PhiAccessed = codec.decode(message.payload()).await.unwrap();
+        if access.request_id == request_id && access.outcome == AccessOutcome::Success {
+            found.push(access);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_each_read_is_audited_once()
+ {
+    let stack = Stack::start().await;
+    let mut projectors = Vec::new();
+    for (projection, database) in [
+        ("appointment", &stack.databases.appointment),
+        ("encounter", &stack.databases.encounter),
+        ("laboratory", &stack.databases.laboratory),
+        ("pharmacy", &stack.databases.pharmacy),
+    ] {
+        projectors.push(crate::portals::projector(&stack, projection, database).await);
+    }
+    let me = practitioner();
+    let doctor = token(Role::Practitioner, &me, None);
+    let admin = token(Role::Admin, "front-desk", None);
+    let visits = (0..4).map(|_| patient_with_a_visit(&stack, (&doctor, &me), &admin));
+    let patients: Vec<String> = futures::future::join_all(visits).await;
+    let (ada, bob) = (&patients[0], &patients[1]);
+
+    // Ada reads her own records, nested, once the projections have them.
+    let own = token(Role::Patient, "ada", Some(ada.parse().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, body) = stack
+            .graphql(&own, &[], OWN_QUERY, json!({"id": ada}))
+            .await;
+        if record_ids(&body).len() == 4
+            && body["data"]["patient"]["appointments"]["edges"][0]["node"]["status"] == "fulfilled"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never complete: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every patient's records are in every projection.
+    let mut all = Vec::new();
+    for patient in &patients {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, _, body) = stack
+                .graphql(&admin, &[], OWN_QUERY, json!({"id": patient}))
+                .await;
+            if record_ids(&body).len() == 4 {
+                all.push(record_ids(&body));
+                break;
+            }
+            assert!(Instant::now() < deadline, "never complete: {body}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let bobs = all[1].clone();
+
+    // Bob's records, on every path: nested, top-level by patient, by filter, by guessed id.
+    let id_paths = [("appointment", &bobs[0]), ("encounter", &bobs[1])];
+    for (field, id) in id_paths {
+        let query = format!("query($id: ID!) {{ {field}(id: $id) {{ id patientId }} }}");
+        let (_, _, body) = stack.graphql(&own, &[], &query, json!({"id": id})).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{body}"
+        );
+        assert!(body["data"][field].is_null(), "{body}");
+    }
+    for (query, variables) in [
+        (OWN_QUERY, json!({"id": bob})),
+        (
+            "query($id: ID!) { observations(patientId: $id) { edges { node { id } } } }",
+            json!({"id": bob}),
+        ),
+        (
+            "query($id: ID!) { medicationRequests(patientId: $id) { edges { node { id } } } }",
+            json!({"id": bob}),
+        ),
+        (
+            "query($id: ID!) { appointments(filter: {patientId: $id}) { edges { node { id } } } }",
+            json!({"id": bob}),
+        ),
+        (
+            "query($id: ID!) { encounters(filter: {patientId: $id}) { edges { node { id } } } }",
+            json!({"id": bob}),
+        ),
+    ] {
+        let (_, _, body) = stack.graphql(&own, &[], query, variables).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{query}: {body}"
+        );
+        for id in &bobs {
+            assert!(!body.to_string().contains(id.as_str()), "{body}");
+        }
+    }
+    // Unfiltered lists hold only her own.
+    let (_, _, body) = stack
+        .graphql(&own, &[], "{ appointments { edges { node { patientId } } } encounters { edges { node { patientId } } } }", json!({}))
+        .await;
+    for field in ["appointments", "encounters"] {
+        let edges = body["data"][field]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 1, "{body}");
+        assert_eq!(edges[0]["node"]["patientId"], ada.as_str());
+    }
+
+    // Count match: four reads of four patients, each of another resource type, are exactly
+    // four success records, each of its patient.
+    let reads = [
+        ("query($id: ID!) { patient(id: $id) { id } }", &patients[0]),
+        (
+            "query($id: ID!) { observations(patientId: $id) { edges { node { id } } } }",
+            &patients[1],
+        ),
+        (
+            "query($id: ID!) { appointments(filter: {patientId: $id}) { edges { node { id } } } }",
+            &patients[2],
+        ),
+        (
+            "query($id: ID!) { medicationRequests(patientId: $id) { edges { node { id } } } }",
+            &patients[3],
+        ),
+    ];
+    let mut requests = Vec::new();
+    for (query, patient) in reads {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (status, _, body) = stack
+            .graphql(
+                &admin,
+                &[("X-Request-Id", &request_id)],
+                query,
+                json!({"id": patient}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        requests.push((request_id, patient.clone()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (request_id, patient) in requests {
+        let found = loop {
+            let found = successes(&stack, &request_id).await;
+            if !found.is_empty() || Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].patient_id.to_string(), patient);
+    }
 }

@@ -60,6 +60,10 @@ struct Args {
     /// (none by default: the TCP peer is the client).
     #[arg(long, env = "HEALTHPLANE_TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
+    /// How long the audit writer waits to batch concurrent reads' records before sending
+    /// (each read waits for its record: longer batches save broker work, cost latency).
+    #[arg(long, env = "HEALTHPLANE_AUDIT_LINGER_MS", default_value_t = 1)]
+    audit_linger_ms: u32,
     #[command(flatten)]
     api: platform::consistency::ApiArgs,
 }
@@ -87,11 +91,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let metrics = Arc::new(Metrics::default());
     // Renewed after a broker outage, so audit writes (and with them PHI reads) resume.
-    let producer = platform::kafka::RenewingProducer::new(platform::kafka::producer_config(
-        &args.api.kafka.kafka_brokers,
-        Duration::from_secs(5),
-    ))
-    .context("cannot create the audit producer")?;
+    let mut audit_config =
+        platform::kafka::producer_config(&args.api.kafka.kafka_brokers, Duration::from_secs(5));
+    // A read waits for its audit record: linger only briefly for a batch.
+    audit_config.set("linger.ms", args.audit_linger_ms.to_string());
+    let producer = platform::kafka::RenewingProducer::new(audit_config)
+        .context("cannot create the audit producer")?;
     let codec = Arc::new(schemas::EventCodec::new(
         &args.api.kafka.schema_registry_url,
     ));
