@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use events::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tests::{Projector, Stack, ada, token};
+use tests::{Stack, ada, token};
 use tokio::sync::Mutex;
 
 const PATIENTS: usize = 100;
@@ -211,18 +211,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let stack = Stack::start().await;
-    let mut projectors = Vec::new();
-    for (projection, database) in [
-        ("appointment", &stack.databases.appointment),
-        ("encounter", &stack.databases.encounter),
-        ("laboratory", &stack.databases.laboratory),
-        ("pharmacy", &stack.databases.pharmacy),
-    ] {
-        let database = tests::Databases::as_role(database, platform::provision::Service::Projector);
-        projectors.push(
-            Projector::start_on(projection, &stack.cluster, &stack.log_dir, &database, None).await,
-        );
-    }
+    let _projectors = stack.start_clinical_projectors().await;
     eprintln!("seeding {PATIENTS} patients with 19 records each");
     let mut patients = Vec::new();
     for chunk in (0..PATIENTS).collect::<Vec<_>>().chunks(10) {

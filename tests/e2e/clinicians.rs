@@ -126,15 +126,7 @@ async fn cost(stack: &Stack, who: &str, request_id: &str, first: usize) -> (u64,
 async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statements_for_5_or_20_patients()
  {
     let stack = Stack::start().await;
-    let mut projectors = Vec::new();
-    for (projection, database) in [
-        ("appointment", &stack.databases.appointment),
-        ("encounter", &stack.databases.encounter),
-        ("laboratory", &stack.databases.laboratory),
-        ("pharmacy", &stack.databases.pharmacy),
-    ] {
-        projectors.push(crate::portals::projector(&stack, projection, database).await);
-    }
+    let _projectors = stack.start_clinical_projectors().await;
     let me = practitioner();
     let doctor = token(Role::Practitioner, &me, None);
     let admin = token(Role::Admin, "front-desk", None);
@@ -323,15 +315,7 @@ async fn successes(stack: &Stack, request_id: &str) -> Vec<PhiAccessed> {
 async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_each_read_is_audited_once()
  {
     let stack = Stack::start().await;
-    let mut projectors = Vec::new();
-    for (projection, database) in [
-        ("appointment", &stack.databases.appointment),
-        ("encounter", &stack.databases.encounter),
-        ("laboratory", &stack.databases.laboratory),
-        ("pharmacy", &stack.databases.pharmacy),
-    ] {
-        projectors.push(crate::portals::projector(&stack, projection, database).await);
-    }
+    let _projectors = stack.start_clinical_projectors().await;
     let me = practitioner();
     let doctor = token(Role::Practitioner, &me, None);
     let admin = token(Role::Admin, "front-desk", None);

@@ -560,6 +560,25 @@ impl Stack {
         (status, headers, response.json().await.unwrap_or_default())
     }
 
+    /// Starts the appointment, encounter, laboratory and pharmacy projectors on this stack's
+    /// databases, as the projector role (the patient projector runs already).
+    pub async fn start_clinical_projectors(&self) -> Vec<Projector> {
+        let mut projectors = Vec::new();
+        for (projection, database) in [
+            ("appointment", &self.databases.appointment),
+            ("encounter", &self.databases.encounter),
+            ("laboratory", &self.databases.laboratory),
+            ("pharmacy", &self.databases.pharmacy),
+        ] {
+            let database = Databases::as_role(database, platform::provision::Service::Projector);
+            projectors.push(
+                Projector::start_on(projection, &self.cluster, &self.log_dir, &database, None)
+                    .await,
+            );
+        }
+        projectors
+    }
+
     /// Runs the `replay-tool` binary against this stack's cluster; returns its stdout.
     pub fn replay_tool(&self, args: &[&str]) -> String {
         replay_tool(&self.cluster, args)
