@@ -122,6 +122,12 @@ wait_http http://127.0.0.1:8082/health/ready 60 || die "the command API did not 
 for i in "${!PROJECTIONS[@]}"; do
   wait_http "http://127.0.0.1:$((9101 + i))/health/ready" 60 || die "the ${PROJECTIONS[i]} projector did not start; see $DATA/logs/projector-${PROJECTIONS[i]}.log"
 done
+# Every audit record is signed; the keyring is what `replay-tool audit verify` trusts.
+if [ ! -s "$DATA/secrets/audit-signing.key" ]; then
+  log "making the audit writer's signing key ($DATA/secrets/audit-signing.key; keyring $DATA/audit-keyring)"
+  "$HP_BIN/replay-tool" audit keygen --key "$DATA/secrets/audit-signing.key" --keyring "$DATA/audit-keyring" >/dev/null
+fi
+export HEALTHPLANE_AUDIT_SIGNING_KEY_FILE=$DATA/secrets/audit-signing.key HEALTHPLANE_AUDIT_KEYRING=$DATA/audit-keyring
 start query-api env HEALTHPLANE_POSTGRES_URL="$(pg_as query)" "$HP_BIN/query-api"
 wait_http http://127.0.0.1:8080/health/ready 60 || die "the GraphQL API did not start; see $DATA/logs/query-api.log"
 

@@ -12,4 +12,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod problem;
 pub mod provision;
+pub mod signing;
 pub mod telemetry;

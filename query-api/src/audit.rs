@@ -10,6 +10,7 @@ use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
 use events::catalog::AUDIT_PHI_ACCESS;
 use platform::kafka::RenewingProducer;
 use platform::metrics::Metrics;
+use platform::signing::{KEY_ID_HEADER, RecordSigner, SIGNATURE_HEADER};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -20,16 +21,24 @@ use uuid::Uuid;
 pub struct AuditLog {
     producer: RenewingProducer,
     codec: Arc<EventCodec>,
+    signer: RecordSigner,
     service: String,
     written: Counter,
     failures: Counter,
 }
 
 impl AuditLog {
-    pub fn new(producer: RenewingProducer, codec: Arc<EventCodec>, metrics: &Metrics) -> Self {
+    /// `signer` signs every record (see `platform::signing`).
+    pub fn new(
+        producer: RenewingProducer,
+        codec: Arc<EventCodec>,
+        signer: RecordSigner,
+        metrics: &Metrics,
+    ) -> Self {
         AuditLog {
             producer,
             codec,
+            signer,
             service: "query-api".to_string(),
             written: metrics.register(
                 "audit_events_written",
@@ -67,6 +76,7 @@ impl AuditLog {
             .map_err(|e| e.to_string())?;
         let key = access.patient_id.to_string();
         let event_id = access.event_id.to_string();
+        let signature = self.signer.sign(AUDIT_PHI_ACCESS, key.as_bytes(), &bytes);
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "event_type",
@@ -79,6 +89,14 @@ impl AuditLog {
             .insert(Header {
                 key: "correlation_id",
                 value: Some(access.request_id.as_str()),
+            })
+            .insert(Header {
+                key: KEY_ID_HEADER,
+                value: Some(self.signer.key_id()),
+            })
+            .insert(Header {
+                key: SIGNATURE_HEADER,
+                value: Some(signature.as_str()),
             });
         let record = FutureRecord::to(AUDIT_PHI_ACCESS)
             .key(&key)

@@ -23,11 +23,38 @@ pub enum Format {
     Csv,
 }
 
+/// `replay-tool audit`: replay one patient's accesses, or one of the log's other tasks.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AuditCommand {
+    #[command(subcommand)]
+    task: Option<AuditTask>,
+    #[command(flatten)]
+    replay: AuditArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AuditTask {
+    /// Check every record of the audit log against the writers' keyring: each must be signed
+    /// by a trusted key and unchanged. Exit 0 when clean, 2 when something is found.
+    Verify(crate::verify::VerifyArgs),
+    /// Make an audit writer's signing key and add its public key to a keyring.
+    Keygen(crate::verify::KeygenArgs),
+}
+
+pub async fn run(kafka: &KafkaArgs, command: AuditCommand) -> anyhow::Result<()> {
+    match command.task {
+        Some(AuditTask::Verify(args)) => crate::verify::verify(kafka, args).await,
+        Some(AuditTask::Keygen(args)) => crate::verify::keygen(args),
+        None => replay(kafka, command.replay).await,
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     /// The patient whose accesses to list.
-    #[arg(long)]
-    patient: Uuid,
+    #[arg(long, required = true)]
+    patient: Option<Uuid>,
     /// Only accesses by this user id.
     #[arg(long)]
     actor: Option<String>,
@@ -37,8 +64,50 @@ pub struct AuditArgs {
     /// Only accesses before this time (RFC 3339, or a date: YYYY-MM-DD, exclusive).
     #[arg(long, value_parser = parse_time)]
     to: Option<DateTime<Utc>>,
+    /// Only this action: read, search or export.
+    #[arg(long, value_parser = ["read", "search", "export"])]
+    action: Option<String>,
+    /// Only this outcome: success, denied or error.
+    #[arg(long, value_parser = ["success", "denied", "error"])]
+    outcome: Option<String>,
+    /// Only this purpose of use, e.g. ETREAT for the break-the-glass reads.
+    #[arg(long)]
+    purpose: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+/// A consumer context that does not log partition EOF, which the replay reads on purpose to
+/// know it reached the end (librdkafka reports it as a "global error"); other errors are
+/// logged as before.
+pub(crate) struct ReplayContext;
+
+impl rdkafka::ClientContext for ReplayContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReplayContext {}
+
+/// A consumer of the audit log for the replay tool: no group commits, partition EOF reported.
+pub(crate) fn replay_consumer(kafka: &KafkaArgs) -> anyhow::Result<BaseConsumer<ReplayContext>> {
+    platform::kafka::client_config(&kafka.kafka_brokers)
+        .set("group.id", "healthplane-replay-tool")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create_with_context(ReplayContext)
+        .context("cannot create a Kafka consumer")
+}
+
+/// The JSON name of a serialized enum value (`read`, `success`, ...).
+fn name_of(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -51,24 +120,22 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("`{s}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
 }
 
-pub async fn run(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
+async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
-    let key = args.patient.to_string();
+    let started = std::time::Instant::now();
+    let patient = args.patient.context("--patient is required")?;
+    let key = patient.to_string();
     let partition = platform::kafka::partition_for_key(key.as_bytes(), partitions);
-    let consumer: BaseConsumer = platform::kafka::client_config(&kafka.kafka_brokers)
-        .set("group.id", "healthplane-replay-tool")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .context("cannot create a Kafka consumer")?;
+    let consumer = replay_consumer(kafka)?;
     let (low, high) = consumer
         .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
         .context("cannot reach the broker to read the audit log")?;
     let codec = EventCodec::new(&kafka.schema_registry_url);
     let mut accesses = Vec::new();
     let mut undecodable = 0usize;
+    let mut scanned = 0usize;
     if high > low {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
@@ -90,6 +157,7 @@ pub async fn run(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
                 Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
                 Err(e) => return Err(e).context("reading the audit log"),
             };
+            scanned += 1;
             if message.key() != Some(key.as_bytes()) {
                 continue;
             }
@@ -109,16 +177,27 @@ pub async fn run(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
         }
     }
     accesses.retain(|a| {
-        a.patient_id == args.patient
+        a.patient_id == patient
             && args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
             && args.from.is_none_or(|from| a.occurred_at >= from)
             && args.to.is_none_or(|to| a.occurred_at < to)
+            && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
+            && args
+                .outcome
+                .as_ref()
+                .is_none_or(|x| name_of(a.outcome) == *x)
+            && args.purpose.as_ref().is_none_or(|x| a.purpose_of_use == *x)
     });
     accesses.sort_by_key(|a| a.occurred_at);
     print(&accesses, args.format)?;
     if undecodable > 0 {
         eprintln!("warning: {undecodable} audit record(s) could not be decoded");
     }
+    eprintln!(
+        "{scanned} record(s) of partition {partition} (the patient's) scanned, {} matched, in {:.1} s",
+        accesses.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

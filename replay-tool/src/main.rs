@@ -1,6 +1,7 @@
 //! `replay-tool`: the auditors' and operators' CLI.
 //!
-//! - `replay-tool audit --patient <id>` prints who accessed a patient's record, oldest first.
+//! - `replay-tool audit --patient <id>` prints who accessed a patient's record, oldest first;
+//!   `audit verify` checks every audit record's signature, `audit keygen` makes a writer key.
 //! - `replay-tool bootstrap` creates the documented topics and registers the Avro schemas.
 //! - `replay-tool rebuild --projection <name>` rebuilds a read model from the event store.
 //! - `replay-tool provision-postgres` creates the services' PostgreSQL roles and databases.
@@ -9,6 +10,7 @@ mod audit;
 mod bootstrap;
 mod provision;
 mod rebuild;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use platform::config::KafkaArgs;
@@ -28,8 +30,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the PHI accesses to one patient's record from the audit log, oldest first.
-    Audit(audit::AuditArgs),
+    /// Print the PHI accesses to one patient's record from the audit log, oldest first;
+    /// `audit verify` checks the log's signatures, `audit keygen` makes a writer's key.
+    Audit(audit::AuditCommand),
     /// Create the documented topics (idempotent) and register the Avro schemas.
     Bootstrap(bootstrap::BootstrapArgs),
     /// Rebuild a read model from the event store into a fresh schema and swap it in.

@@ -1,6 +1,7 @@
 //! End-to-end tests: one per user journey, against the real broker, registry and PostgreSQL.
 
 mod attacks;
+mod audit_integrity;
 mod bad_input;
 mod clinicians;
 mod commands;

@@ -17,6 +17,7 @@ fn start_without_key(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String
         .env_remove("HEALTHPLANE_JWT_PUBLIC_KEY_PEM")
         .env_remove("HEALTHPLANE_DEV_MODE")
         .env_remove("HEALTHPLANE_CONSISTENCY_KEY")
+        .env_remove("HEALTHPLANE_AUDIT_SIGNING_KEY_FILE")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -68,4 +69,18 @@ fn a_service_without_a_token_key_refuses_to_start_and_names_the_settings() {
             "{binary} did not name the setting: {stderr}"
         );
     }
+
+    // The query API signs every audit record: without its signing key it does not start.
+    let (code, stderr) = start_without_key(
+        "query-api",
+        &[
+            ("HEALTHPLANE_JWT_SECRET", tests::TEST_JWT_SECRET),
+            ("HEALTHPLANE_CONSISTENCY_KEY", tests::TEST_CONSISTENCY_KEY),
+        ],
+    );
+    assert_ne!(code, Some(0), "query-api started without an audit key");
+    assert!(
+        stderr.contains("HEALTHPLANE_AUDIT_SIGNING_KEY_FILE"),
+        "query-api did not name the setting: {stderr}"
+    );
 }

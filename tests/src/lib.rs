@@ -150,6 +150,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The audit signing key every query API of this test binary signs with, and the keyring
+/// that trusts it (made once per binary).
+pub fn audit_keys() -> &'static (PathBuf, PathBuf) {
+    static KEYS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir()
+            .join("healthplane-tests")
+            .join(format!("keys-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("key dir");
+        let (private, line) = platform::signing::RecordSigner::generate().expect("a key");
+        let (key, keyring) = (dir.join("audit-signing.key"), dir.join("audit-keyring"));
+        std::fs::write(&key, private).expect("key file");
+        std::fs::write(&keyring, format!("{line}\n")).expect("keyring file");
+        (key, keyring)
+    })
+}
+
 /// A token for `role`, signed with the test secret.
 pub fn token(role: Role, sub: &str, patient_id: Option<Uuid>) -> String {
     platform::auth::mint_hs256(
@@ -201,6 +218,7 @@ impl Process {
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HEALTHPLANE_JWT_SECRET", TEST_JWT_SECRET)
             .env("HEALTHPLANE_CONSISTENCY_KEY", TEST_CONSISTENCY_KEY)
+            .env("HEALTHPLANE_AUDIT_SIGNING_KEY_FILE", &audit_keys().0)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
@@ -587,18 +605,26 @@ impl Stack {
 
 /// Runs the `replay-tool` binary against `cluster`; returns its stdout.
 pub fn replay_tool(cluster: &Cluster, args: &[&str]) -> String {
+    let (status, stdout, stderr) = replay_tool_status(cluster, args);
+    assert!(status == 0, "replay-tool {args:?} failed: {stderr}");
+    stdout
+}
+
+/// Runs the `replay-tool` binary (trusting this binary's audit keyring); returns its exit
+/// status, stdout and stderr.
+pub fn replay_tool_status(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(bin_dir().join("replay-tool"))
         .args(args)
         .env("HEALTHPLANE_KAFKA_BROKERS", &cluster.brokers)
         .env("HEALTHPLANE_SCHEMA_REGISTRY_URL", &cluster.registry_url)
+        .env("HEALTHPLANE_AUDIT_KEYRING", &audit_keys().1)
         .output()
         .expect("replay-tool runs");
-    assert!(
-        output.status.success(),
-        "replay-tool {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("utf-8 output"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The api.md example patient, with a unique identifier value.

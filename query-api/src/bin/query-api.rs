@@ -60,6 +60,14 @@ struct Args {
     /// (none by default: the TCP peer is the client).
     #[arg(long, env = "HEALTHPLANE_TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
+    /// The audit writer's Ed25519 signing key (a base64 PKCS#8 file from `replay-tool audit
+    /// keygen`): every audit record is signed with it. Required.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_AUDIT_SIGNING_KEY_FILE",
+        hide_env_values = true
+    )]
+    audit_signing_key_file: Option<std::path::PathBuf>,
     /// How long the audit writer waits to batch concurrent reads' records before sending
     /// (each read waits for its record: longer batches save broker work, cost latency).
     #[arg(long, env = "HEALTHPLANE_AUDIT_LINGER_MS", default_value_t = 1)]
@@ -83,6 +91,13 @@ async fn main() -> anyhow::Result<()> {
         consistency,
     } = args.api.keys.load()?;
     let proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
+    let signer = platform::signing::RecordSigner::from_file(
+        args.audit_signing_key_file.as_deref().context(
+            "no audit signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE to the writer's key \
+             (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
+        )?,
+    )?;
+    tracing::info!(key_id = signer.key_id(), "audit records are signed");
     let pool = platform::db::connect_reader(
         &args.patient_database_url,
         platform::db::READ_MODEL_SCHEMA,
@@ -139,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
             args.max_consistency_waits,
             &metrics,
         )),
-        audit: Arc::new(AuditLog::new(producer, codec, &metrics)),
+        audit: Arc::new(AuditLog::new(producer, codec, signer, &metrics)),
         models,
     };
     let app = http::router(state, metrics);

@@ -1,0 +1,217 @@
+//! `replay-tool audit verify`: reads every partition of `healthcare.audit.phi_access` to its
+//! end and checks each record's signature against the writers' keyring — a record produced
+//! straight to the topic (unsigned), signed by a key the keyring does not trust, or changed
+//! since it was signed is a finding, with its partition and offset. Exit status: 0 clean,
+//! 2 findings, 1 the check could not run.
+//!
+//! `replay-tool audit keygen` makes a writer's signing key and appends its public key to a
+//! keyring.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use events::catalog::{AUDIT_PHI_ACCESS, topic};
+use platform::config::KafkaArgs;
+use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER, SignatureFault};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The writers' public keys: `<key id> <public key>` lines (see `audit keygen`).
+    #[arg(long, env = "HEALTHPLANE_AUDIT_KEYRING")]
+    keyring: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (created with mode 0600; never overwritten).
+    #[arg(long)]
+    key: PathBuf,
+    /// The keyring to add the public key to (created if missing).
+    #[arg(long)]
+    keyring: PathBuf,
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let (private, line) = RecordSigner::generate()?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(&args.key)
+        .with_context(|| {
+            format!(
+                "cannot create {} (it is never overwritten)",
+                args.key.display()
+            )
+        })?
+        .write_all(format!("{private}\n").as_bytes())?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&args.keyring)
+        .with_context(|| format!("cannot open the keyring {}", args.keyring.display()))?
+        .write_all(format!("{line}\n").as_bytes())?;
+    println!("{line}");
+    Ok(())
+}
+
+/// What is wrong with one record.
+#[derive(Debug, serde::Serialize)]
+struct Finding {
+    partition: i32,
+    offset: i64,
+    kind: SignatureFault,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct PartitionReport {
+    partition: i32,
+    records: u64,
+    verified: u64,
+    first_offset: Option<i64>,
+    last_offset: Option<i64>,
+}
+
+pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
+    let keyring = Keyring::from_file(&args.keyring)?;
+    anyhow::ensure!(
+        !keyring.is_empty(),
+        "the keyring {} holds no key",
+        args.keyring.display()
+    );
+    let partitions = topic(AUDIT_PHI_ACCESS)
+        .expect("audit topic is in the catalog")
+        .partitions;
+    let consumer = crate::audit::replay_consumer(kafka)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut reports: BTreeMap<i32, PartitionReport> = BTreeMap::new();
+    let mut open = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
+            .context("cannot reach the broker to read the audit log")?;
+        reports.insert(
+            partition,
+            PartitionReport {
+                partition,
+                ..Default::default()
+            },
+        );
+        if high > low {
+            assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
+            open.push(partition);
+        }
+    }
+    let mut findings = Vec::new();
+    if !open.is_empty() {
+        consumer.assign(&assignment)?;
+    }
+    // Each partition is read to the end the broker reports when a fetch comes back empty.
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while !open.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading the audit log");
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                open.retain(|p| *p != partition);
+                continue;
+            }
+            Err(e) => return Err(e).context("reading the audit log"),
+        };
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+            })
+        };
+        let report = reports.entry(message.partition()).or_default();
+        report.records += 1;
+        report.first_offset.get_or_insert(message.offset());
+        report.last_offset = Some(message.offset());
+        match keyring.verify(
+            AUDIT_PHI_ACCESS,
+            message.key().unwrap_or_default(),
+            message.payload().unwrap_or_default(),
+            header(KEY_ID_HEADER),
+            header(SIGNATURE_HEADER),
+        ) {
+            Ok(()) => report.verified += 1,
+            Err(kind) => findings.push(Finding {
+                partition: message.partition(),
+                offset: message.offset(),
+                kind,
+            }),
+        }
+    }
+    let records: u64 = reports.values().map(|r| r.records).sum();
+    match args.format {
+        Format::Jsonl => {
+            for report in reports.values() {
+                println!("{}", serde_json::json!({"partition_report": report}));
+            }
+            for finding in &findings {
+                println!("{}", serde_json::json!({"finding": finding}));
+            }
+            println!(
+                "{}",
+                serde_json::json!({"summary": {"records": records, "findings": findings.len(), "keys": keyring.len()}})
+            );
+        }
+        Format::Table => {
+            println!("partition  records  verified  offsets");
+            for r in reports.values() {
+                let range = match (r.first_offset, r.last_offset) {
+                    (Some(a), Some(b)) => format!("{a}..={b}"),
+                    _ => "(empty)".into(),
+                };
+                println!(
+                    "{:<9}  {:<7}  {:<8}  {range}",
+                    r.partition, r.records, r.verified
+                );
+            }
+            for f in &findings {
+                let what = match f.kind {
+                    SignatureFault::Unsigned => "unsigned record (not written by an audit writer)",
+                    SignatureFault::UnknownKey => "signed by a key the keyring does not trust",
+                    SignatureFault::BadSignature => {
+                        "signature does not match: the record was changed"
+                    }
+                };
+                println!(
+                    "FINDING partition {} offset {}: {what}",
+                    f.partition, f.offset
+                );
+            }
+            println!(
+                "{records} records in {partitions} partitions, {} finding(s), {} trusted key(s)",
+                findings.len(),
+                keyring.len()
+            );
+        }
+    }
+    if !findings.is_empty() {
+        std::io::stdout().flush()?;
+        std::process::exit(2);
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Journey: an auditor checks that the PHI access log holds only records the audit writers
+//! signed. After reads through GraphQL `replay-tool audit verify` is clean; a record produced
+//! straight to the topic, or signed with a key the keyring does not trust, is named with its
+//! partition and offset, and the check exits non-zero.
+
+use std::time::Duration;
+
+use events::Role;
+use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
+use events::catalog::AUDIT_PHI_ACCESS;
+use platform::signing::{KEY_ID_HEADER, RecordSigner, SIGNATURE_HEADER};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::EventCodec;
+use serde_json::Value;
+use tests::{Databases, OwnCluster, Stack, ada, token};
+
+use crate::{PATIENT_QUERY, read_until_visible};
+
+fn verify(stack: &Stack) -> (i32, Vec<Value>) {
+    let (status, stdout, stderr) =
+        tests::replay_tool_status(&stack.cluster, &["audit", "verify", "--format", "jsonl"]);
+    // Reaching the end of a partition is how the check knows it is done, not an error.
+    assert!(
+        !stderr.contains("PartitionEOF"),
+        "librdkafka noise: {stderr}"
+    );
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}\n{stderr}")))
+        .collect();
+    (status, lines)
+}
+
+fn findings(lines: &[Value]) -> Vec<(i64, i64, String)> {
+    lines
+        .iter()
+        .filter_map(|l| l.get("finding"))
+        .map(|f| {
+            (
+                f["partition"].as_i64().unwrap(),
+                f["offset"].as_i64().unwrap(),
+                f["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A well-formed access record, as a forger would write it.
+fn forged(patient: uuid::Uuid) -> PhiAccessed {
+    PhiAccessed {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: PHI_ACCESSED.to_string(),
+        occurred_at: chrono::Utc::now(),
+        actor: events::Actor {
+            id: "nobody".into(),
+            role: Role::Admin,
+        },
+        patient_id: patient,
+        action: AccessAction::Read,
+        resource_type: "Patient".into(),
+        resource_ids: vec![patient.to_string()],
+        purpose_of_use: "HOPERAT".into(),
+        outcome: AccessOutcome::Success,
+        client_ip: None,
+        forwarded_for: None,
+        user_agent: None,
+        request_id: "forged".into(),
+        service: "query-api".into(),
+        detail: None,
+    }
+}
+
+/// Produces `record` to the audit topic with `headers`; returns its partition and offset.
+async fn produce(stack: &Stack, record: &PhiAccessed, headers: OwnedHeaders) -> (i64, i64) {
+    let producer: FutureProducer =
+        platform::kafka::producer_config(&stack.cluster.brokers, Duration::from_secs(30))
+            .create()
+            .expect("producer");
+    let bytes = EventCodec::new(&stack.cluster.registry_url)
+        .encode(AUDIT_PHI_ACCESS, record)
+        .await
+        .expect("encodes");
+    let key = record.patient_id.to_string();
+    let delivery = producer
+        .send(
+            FutureRecord::to(AUDIT_PHI_ACCESS)
+                .key(&key)
+                .payload(&bytes)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the broker takes it");
+    (i64::from(delivery.partition), delivery.offset)
+}
+
+#[tokio::test]
+async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record() {
+    let (own, _) = OwnCluster::start().await;
+    let stack = Stack::start_with(own.cluster.clone(), Databases::fresh()).await;
+    let id = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = read_until_visible(&stack, &id, "auditor-check").await;
+    let reader = token(Role::Admin, "front-desk", None);
+    for _ in 0..5 {
+        let (status, _, body) = stack
+            .graphql(&reader, &[], PATIENT_QUERY, serde_json::json!({"id": id}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, lines) = verify(&stack);
+    assert_eq!(status, 0, "{lines:?}");
+    assert!(findings(&lines).is_empty(), "{lines:?}");
+    let summary = lines.iter().find_map(|l| l.get("summary")).unwrap();
+    assert!(summary["records"].as_u64().unwrap() >= 6, "{summary}");
+
+    // Written straight to the topic: no signature.
+    let patient: uuid::Uuid = id.parse().unwrap();
+    let unsigned = produce(&stack, &forged(patient), OwnedHeaders::new()).await;
+    // Signed, but by a key no one trusts (it claims a trusted writer's id too, to no avail).
+    let (private, _) = RecordSigner::generate().unwrap();
+    let stranger = RecordSigner::from_base64(&private).unwrap();
+    let record = forged(patient);
+    let bytes = EventCodec::new(&stack.cluster.registry_url)
+        .encode(AUDIT_PHI_ACCESS, &record)
+        .await
+        .unwrap();
+    let signature = stranger.sign(AUDIT_PHI_ACCESS, id.as_bytes(), &bytes);
+    let foreign = produce(
+        &stack,
+        &record,
+        OwnedHeaders::new()
+            .insert(Header {
+                key: KEY_ID_HEADER,
+                value: Some(stranger.key_id()),
+            })
+            .insert(Header {
+                key: SIGNATURE_HEADER,
+                value: Some(signature.as_str()),
+            }),
+    )
+    .await;
+
+    let (status, lines) = verify(&stack);
+    assert_eq!(status, 2, "{lines:?}");
+    assert_eq!(
+        findings(&lines),
+        vec![
+            (unsigned.0, unsigned.1, "unsigned".to_string()),
+            (foreign.0, foreign.1, "unknown-key".to_string()),
+        ]
+    );
+}
+
+/// The request ids of `replay-tool audit --patient <id> <filters>`.
+fn replayed(stack: &Stack, id: &str, filters: &[&str]) -> Vec<String> {
+    let mut args = vec!["audit", "--patient", id, "--format", "jsonl"];
+    args.extend_from_slice(filters);
+    stack
+        .replay_tool(&args)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_replay_filter_picks_exactly_its_accesses() {
+    let stack = Stack::start().await;
+    let id = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = read_until_visible(&stack, &id, "front-desk").await;
+    let read = |who: String, headers: Vec<(&'static str, &'static str)>, request: &'static str| {
+        let (stack, id) = (&stack, &id);
+        async move {
+            let mut headers = headers;
+            headers.push(("X-Request-Id", request));
+            stack
+                .graphql(&who, &headers, PATIENT_QUERY, serde_json::json!({"id": id}))
+                .await
+        }
+    };
+    let admin = token(Role::Admin, "filter-admin", None);
+    let doctor = token(Role::Practitioner, "filter-doctor", None);
+    let patient = token(Role::Patient, "filter-patient", Some(id.parse().unwrap()));
+    read(admin.clone(), vec![], "r1-admin").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = chrono::Utc::now().to_rfc3339();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    read(doctor.clone(), vec![], "r2-denied").await;
+    read(
+        doctor,
+        vec![
+            ("X-Purpose-Of-Use", "ETREAT"),
+            ("X-Break-Glass-Reason", "arrest"),
+        ],
+        "r3-glass",
+    )
+    .await;
+    read(patient, vec![], "r4-own").await;
+
+    let ours = |mut ids: Vec<String>| {
+        ids.retain(|r| r.starts_with('r'));
+        ids
+    };
+    assert_eq!(
+        ours(replayed(&stack, &id, &["--actor", "filter-admin"])),
+        ["r1-admin"]
+    );
+    assert_eq!(
+        ours(replayed(&stack, &id, &["--actor", "filter-doctor"])),
+        ["r2-denied", "r3-glass"]
+    );
+    assert_eq!(
+        ours(replayed(&stack, &id, &["--purpose", "ETREAT"])),
+        ["r3-glass"]
+    );
+    assert_eq!(
+        ours(replayed(&stack, &id, &["--purpose", "PATRQT"])),
+        ["r4-own"]
+    );
+    assert_eq!(
+        ours(replayed(&stack, &id, &["--outcome", "denied"])),
+        ["r2-denied"]
+    );
+    assert_eq!(
+        ours(replayed(
+            &stack,
+            &id,
+            &["--outcome", "success", "--from", &between]
+        )),
+        ["r3-glass", "r4-own"]
+    );
+    assert_eq!(
+        ours(replayed(
+            &stack,
+            &id,
+            &["--to", &between, "--action", "read"]
+        )),
+        ["r1-admin"]
+    );
+    assert!(ours(replayed(&stack, &id, &["--action", "export"])).is_empty());
+}
