@@ -40,12 +40,17 @@ enum AuditTask {
     Verify(crate::verify::VerifyArgs),
     /// Make an audit writer's signing key and add its public key to a keyring.
     Keygen(crate::verify::KeygenArgs),
+    /// The accounting of one patient's record (HIPAA 164.528; "who accessed my record"):
+    /// every access with who, in what role, what, why, the outcome and from where, and a
+    /// summary per user; break-the-glass reads stand out.
+    Report(crate::report::ReportArgs),
 }
 
 pub async fn run(kafka: &KafkaArgs, command: AuditCommand) -> anyhow::Result<()> {
     match command.task {
         Some(AuditTask::Verify(args)) => crate::verify::verify(kafka, args).await,
         Some(AuditTask::Keygen(args)) => crate::verify::keygen(args),
+        Some(AuditTask::Report(args)) => crate::report::run(kafka, args).await,
         None => replay(kafka, command.replay).await,
     }
 }
@@ -103,14 +108,14 @@ pub(crate) fn replay_consumer(kafka: &KafkaArgs) -> anyhow::Result<BaseConsumer<
 }
 
 /// The JSON name of a serialized enum value (`read`, `success`, ...).
-fn name_of(value: impl serde::Serialize) -> String {
+pub(crate) fn name_of(value: impl serde::Serialize) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| {
@@ -120,12 +125,18 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("`{s}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
 }
 
-async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
+/// One patient's accesses, read from their partition of the log (to its end).
+pub(crate) struct PatientLog {
+    pub(crate) accesses: Vec<PhiAccessed>,
+    partition: i32,
+    scanned: usize,
+    undecodable: usize,
+}
+
+pub(crate) async fn read_patient(kafka: &KafkaArgs, patient: Uuid) -> anyhow::Result<PatientLog> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
-    let started = std::time::Instant::now();
-    let patient = args.patient.context("--patient is required")?;
     let key = patient.to_string();
     let partition = platform::kafka::partition_for_key(key.as_bytes(), partitions);
     let consumer = replay_consumer(kafka)?;
@@ -133,9 +144,12 @@ async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
         .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
         .context("cannot reach the broker to read the audit log")?;
     let codec = EventCodec::new(&kafka.schema_registry_url);
-    let mut accesses = Vec::new();
-    let mut undecodable = 0usize;
-    let mut scanned = 0usize;
+    let mut log = PatientLog {
+        accesses: Vec::new(),
+        partition,
+        scanned: 0,
+        undecodable: 0,
+    };
     if high > low {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
@@ -157,17 +171,18 @@ async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
                 Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
                 Err(e) => return Err(e).context("reading the audit log"),
             };
-            scanned += 1;
+            log.scanned += 1;
             if message.key() != Some(key.as_bytes()) {
                 continue;
             }
             match codec.decode::<PhiAccessed>(message.payload()).await {
-                Ok(access) => accesses.push(access),
+                Ok(access) if access.patient_id == patient => log.accesses.push(access),
+                Ok(_) => {}
                 Err(e) if e.is_transient() => {
                     return Err(e).context("the schema registry is unavailable");
                 }
                 Err(e) => {
-                    undecodable += 1;
+                    log.undecodable += 1;
                     eprintln!(
                         "warning: skipping undecodable audit record at offset {}: {e}",
                         message.offset()
@@ -176,28 +191,50 @@ async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
             }
         }
     }
-    accesses.retain(|a| {
-        a.patient_id == patient
-            && args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
-            && args.from.is_none_or(|from| a.occurred_at >= from)
-            && args.to.is_none_or(|to| a.occurred_at < to)
-            && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
-            && args
-                .outcome
-                .as_ref()
-                .is_none_or(|x| name_of(a.outcome) == *x)
-            && args.purpose.as_ref().is_none_or(|x| a.purpose_of_use == *x)
-    });
-    accesses.sort_by_key(|a| a.occurred_at);
-    print(&accesses, args.format)?;
-    if undecodable > 0 {
-        eprintln!("warning: {undecodable} audit record(s) could not be decoded");
+    log.accesses.sort_by_key(|a| a.occurred_at);
+    Ok(log)
+}
+
+impl PatientLog {
+    /// The closing lines on stderr: what was read, what matched, how long it took.
+    pub(crate) fn summarize(&self, matched: usize, started: std::time::Instant) {
+        if self.undecodable > 0 {
+            eprintln!(
+                "warning: {} audit record(s) could not be decoded",
+                self.undecodable
+            );
+        }
+        eprintln!(
+            "{} record(s) of partition {} (the patient's) scanned, {matched} matched, in {:.1} s",
+            self.scanned,
+            self.partition,
+            started.elapsed().as_secs_f64()
+        );
     }
-    eprintln!(
-        "{scanned} record(s) of partition {partition} (the patient's) scanned, {} matched, in {:.1} s",
-        accesses.len(),
-        started.elapsed().as_secs_f64()
-    );
+}
+
+async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let patient = args.patient.context("--patient is required")?;
+    let log = read_patient(kafka, patient).await?;
+    let accesses: Vec<PhiAccessed> = log
+        .accesses
+        .iter()
+        .filter(|a| {
+            args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
+                && args.from.is_none_or(|from| a.occurred_at >= from)
+                && args.to.is_none_or(|to| a.occurred_at < to)
+                && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
+                && args
+                    .outcome
+                    .as_ref()
+                    .is_none_or(|x| name_of(a.outcome) == *x)
+                && args.purpose.as_ref().is_none_or(|x| a.purpose_of_use == *x)
+        })
+        .cloned()
+        .collect();
+    print(&accesses, args.format)?;
+    log.summarize(accesses.len(), started);
     Ok(())
 }
 
@@ -241,7 +278,7 @@ fn row(a: &PhiAccessed) -> [String; 13] {
 /// `-`, `@`, a tab or a carriage return; OWASP's CSV injection advice) is prefixed with `'`,
 /// so an attacker-chosen user agent or detail cannot run in an auditor's spreadsheet. The
 /// `csv` writer does the RFC 4180 quoting.
-fn neutralised(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn neutralised(s: &str) -> std::borrow::Cow<'_, str> {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}").into()
     } else {

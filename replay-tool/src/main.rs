@@ -10,6 +10,7 @@ mod audit;
 mod bootstrap;
 mod provision;
 mod rebuild;
+mod report;
 mod verify;
 
 use clap::{Parser, Subcommand};

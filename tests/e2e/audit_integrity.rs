@@ -250,3 +250,112 @@ async fn every_replay_filter_picks_exactly_its_accesses() {
     );
     assert!(ours(replayed(&stack, &id, &["--action", "export"])).is_empty());
 }
+
+#[tokio::test]
+async fn a_patients_access_report_lists_exactly_the_reads_of_their_record_by_each_user() {
+    let stack = Stack::start().await;
+    let id = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = read_until_visible(&stack, &id, "report-setup").await;
+    let _ = read_until_visible(&stack, &other, "report-setup").await;
+    let query = |who: String, patient: String, headers: Vec<(&'static str, &'static str)>| {
+        let stack = &stack;
+        async move {
+            let (status, _, body) = stack
+                .graphql(
+                    &who,
+                    &headers,
+                    PATIENT_QUERY,
+                    serde_json::json!({"id": patient}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let glass = vec![
+        ("X-Purpose-Of-Use", "ETREAT"),
+        ("X-Break-Glass-Reason", "found unconscious"),
+        ("X-Request-Id", "report-glass"),
+    ];
+    query(
+        token(Role::Admin, "report-clerk", None),
+        id.clone(),
+        vec![("X-Request-Id", "report-clerk")],
+    )
+    .await;
+    query(
+        token(Role::Practitioner, "report-doctor", None),
+        id.clone(),
+        glass,
+    )
+    .await;
+    let own = token(Role::Patient, "report-self", Some(id.parse().unwrap()));
+    query(own, id.clone(), vec![("X-Request-Id", "report-self")]).await;
+    // Someone else's record: not in this patient's report.
+    query(
+        token(Role::Admin, "report-clerk", None),
+        other,
+        vec![("X-Request-Id", "report-other")],
+    )
+    .await;
+
+    let out = stack.replay_tool(&["audit", "report", "--patient", &id, "--format", "jsonl"]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let accesses: Vec<&Value> = lines
+        .iter()
+        .filter_map(|l| l.get("access"))
+        .filter(|a| a["request_id"].as_str().unwrap().starts_with("report-"))
+        .collect();
+    let seen: Vec<(&str, &str, &str, bool)> = accesses
+        .iter()
+        .map(|a| {
+            (
+                a["request_id"].as_str().unwrap(),
+                a["who"].as_str().unwrap(),
+                a["purpose"].as_str().unwrap(),
+                a["break_glass"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("report-clerk", "report-clerk", "HOPERAT", false),
+            ("report-glass", "report-doctor", "ETREAT", true),
+            ("report-self", "report-self", "PATRQT", false),
+        ]
+    );
+    assert_eq!(accesses[1]["detail"], "break-the-glass: found unconscious");
+    let doctor = lines
+        .iter()
+        .filter_map(|l| l.get("actor_summary"))
+        .find(|s| s["who"] == "report-doctor")
+        .expect("a summary for the doctor");
+    assert_eq!(
+        (doctor["accesses"].as_u64(), doctor["break_glass"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // The table marks the break-the-glass read; the CSV carries the same lines.
+    let table = stack.replay_tool(&["audit", "report", "--patient", &id]);
+    let marked = table.lines().find(|l| l.contains("report-glass")).unwrap();
+    assert!(marked.starts_with('!'), "{table}");
+    let csv = stack.replay_tool(&["audit", "report", "--patient", &id, "--format", "csv"]);
+    assert!(
+        csv.lines().next().unwrap().starts_with("when,who,role"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("report-glass") && !csv.contains("report-other"),
+        "{csv}"
+    );
+}

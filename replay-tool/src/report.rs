@@ -1,0 +1,258 @@
+//! `replay-tool audit report --patient <id>`: the accounting of accesses to one patient's
+//! record (HIPAA 45 CFR 164.528; what a patient asking "who looked at my record" gets): each
+//! access — when, who and in what role, what action on which resource type, why, the outcome,
+//! from where — oldest first, then a summary per user. Break-the-glass reads (purpose
+//! `ETREAT`) stand out: marked `!` in the table, `break_glass` in CSV and JSON, counted per
+//! user.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use events::audit::PhiAccessed;
+use platform::config::KafkaArgs;
+use uuid::Uuid;
+
+use crate::audit::{name_of, neutralised, parse_time, read_patient};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The patient whose record the report accounts for.
+    #[arg(long)]
+    patient: Uuid,
+    /// Only accesses at or after this time (RFC 3339, or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<DateTime<Utc>>,
+    /// Only accesses before this time (RFC 3339, or YYYY-MM-DD; exclusive).
+    #[arg(long, value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// One line of the accounting.
+#[derive(Debug, serde::Serialize)]
+struct Line {
+    when: String,
+    who: String,
+    role: String,
+    action: String,
+    resource_type: String,
+    resources: usize,
+    purpose: String,
+    outcome: String,
+    from: String,
+    break_glass: bool,
+    /// The break-the-glass reason, or why access was denied.
+    detail: String,
+    request_id: String,
+}
+
+fn line(a: &PhiAccessed) -> Line {
+    Line {
+        when: a
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        who: a.actor.id.clone(),
+        role: a.actor.role.to_string(),
+        action: name_of(a.action),
+        resource_type: a.resource_type.clone(),
+        resources: a.resource_ids.len(),
+        purpose: a.purpose_of_use.clone(),
+        outcome: name_of(a.outcome),
+        from: a.client_ip.clone().unwrap_or_default(),
+        break_glass: a.purpose_of_use == "ETREAT",
+        detail: a.detail.clone().unwrap_or_default(),
+        request_id: a.request_id.clone(),
+    }
+}
+
+/// What one user did with the record.
+#[derive(Debug, Default, serde::Serialize)]
+struct ActorSummary {
+    who: String,
+    roles: Vec<String>,
+    accesses: usize,
+    denied: usize,
+    break_glass: usize,
+    first: String,
+    last: String,
+}
+
+fn summaries(lines: &[Line]) -> Vec<ActorSummary> {
+    let mut by_actor: BTreeMap<&str, ActorSummary> = BTreeMap::new();
+    for l in lines {
+        let s = by_actor.entry(&l.who).or_insert_with(|| ActorSummary {
+            who: l.who.clone(),
+            first: l.when.clone(),
+            ..Default::default()
+        });
+        if !s.roles.contains(&l.role) {
+            s.roles.push(l.role.clone());
+        }
+        s.accesses += 1;
+        s.denied += usize::from(l.outcome == "denied");
+        s.break_glass += usize::from(l.break_glass);
+        s.last = l.when.clone();
+    }
+    by_actor.into_values().collect()
+}
+
+const HEADER: [&str; 12] = [
+    "when",
+    "who",
+    "role",
+    "action",
+    "resource_type",
+    "resources",
+    "purpose",
+    "outcome",
+    "from",
+    "break_glass",
+    "detail",
+    "request_id",
+];
+
+fn cells(l: &Line) -> [String; 12] {
+    [
+        l.when.clone(),
+        l.who.clone(),
+        l.role.clone(),
+        l.action.clone(),
+        l.resource_type.clone(),
+        l.resources.to_string(),
+        l.purpose.clone(),
+        l.outcome.clone(),
+        l.from.clone(),
+        if l.break_glass { "yes" } else { "" }.to_string(),
+        l.detail.clone(),
+        l.request_id.clone(),
+    ]
+}
+
+pub async fn run(kafka: &KafkaArgs, args: ReportArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let log = read_patient(kafka, args.patient).await?;
+    let lines: Vec<Line> = log
+        .accesses
+        .iter()
+        .filter(|a| {
+            args.from.is_none_or(|from| a.occurred_at >= from)
+                && args.to.is_none_or(|to| a.occurred_at < to)
+        })
+        .map(line)
+        .collect();
+    let summary = summaries(&lines);
+    match args.format {
+        Format::Jsonl => {
+            for l in &lines {
+                println!("{}", serde_json::json!({ "access": l }));
+            }
+            for s in &summary {
+                println!("{}", serde_json::json!({ "actor_summary": s }));
+            }
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer.write_record(HEADER)?;
+            for l in &lines {
+                writer.write_record(cells(l).iter().map(|c| neutralised(c).into_owned()))?;
+            }
+            writer.flush()?;
+        }
+        Format::Table => table(&args, &lines, &summary),
+    }
+    log.summarize(lines.len(), started);
+    Ok(())
+}
+
+fn table(args: &ReportArgs, lines: &[Line], summary: &[ActorSummary]) {
+    let period = match (args.from, args.to) {
+        (None, None) => "all time".to_string(),
+        (from, to) => format!(
+            "{} to {}",
+            from.map_or("the start".into(), |t| t.to_rfc3339()),
+            to.map_or("now".into(), |t| t.to_rfc3339())
+        ),
+    };
+    println!(
+        "Accesses to the record of patient {} ({period})",
+        args.patient
+    );
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let mut row = vec![if l.break_glass { "!" } else { "" }.to_string()];
+            row.extend(cells(l));
+            row.remove(10); // the break_glass column: the `!` says it
+            row
+        })
+        .collect();
+    let mut header = vec![String::new()];
+    header.extend(HEADER.iter().map(|h| h.to_string()));
+    header.remove(10);
+    print_table(&header, &rows);
+    println!("\nBy user");
+    let header: Vec<String> = [
+        "who",
+        "roles",
+        "accesses",
+        "denied",
+        "break_glass",
+        "first",
+        "last",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = summary
+        .iter()
+        .map(|s| {
+            vec![
+                s.who.clone(),
+                s.roles.join(","),
+                s.accesses.to_string(),
+                s.denied.to_string(),
+                s.break_glass.to_string(),
+                s.first.clone(),
+                s.last.clone(),
+            ]
+        })
+        .collect();
+    print_table(&header, &rows);
+    let glass: usize = summary.iter().map(|s| s.break_glass).sum();
+    println!(
+        "\n{} access(es) by {} user(s); {glass} break-the-glass (marked !)",
+        lines.len(),
+        summary.len()
+    );
+}
+
+fn print_table(header: &[String], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", render(header));
+    for row in rows {
+        println!("{}", render(row));
+    }
+}
