@@ -88,6 +88,37 @@ pub async fn ensure_topics(
         .collect()
 }
 
+/// A topic's configuration as the broker describes it (`retention.ms`, `cleanup.policy`, ...);
+/// `Err` when the broker cannot describe it.
+pub async fn topic_config(
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .context("the broker did not answer DescribeConfigs")?;
+    let resource = results
+        .into_iter()
+        .next()
+        .context("the broker described nothing")?
+        .map_err(|code| anyhow::anyhow!("the broker refused to describe {topic}: {code}"))?;
+    anyhow::ensure!(
+        resource.specifier == OwnedResourceSpecifier::Topic(topic.to_string()),
+        "the broker described another resource"
+    );
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect())
+}
+
 /// Kafka's murmur2 hash, as the Java client computes it for keyed records.
 pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;

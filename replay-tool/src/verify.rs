@@ -77,6 +77,56 @@ struct Finding {
     kind: SignatureFault,
 }
 
+/// The audit topic's retention as the broker describes it, checked against the catalog's
+/// six years and deletion-only cleanup (a compacted audit log would lose accesses).
+#[derive(Debug, serde::Serialize)]
+struct RetentionCheck {
+    retention_ms: Option<String>,
+    cleanup_policy: Option<String>,
+    /// What is wrong with it; empty when it holds.
+    problems: Vec<String>,
+    /// Why the configuration could not be read (then nothing was checked).
+    unavailable: Option<String>,
+}
+
+async fn retention(kafka: &KafkaArgs) -> RetentionCheck {
+    let spec = topic(AUDIT_PHI_ACCESS).expect("audit topic is in the catalog");
+    match platform::kafka::topic_config(&kafka.kafka_brokers, AUDIT_PHI_ACCESS).await {
+        Err(e) => RetentionCheck {
+            retention_ms: None,
+            cleanup_policy: None,
+            problems: Vec::new(),
+            unavailable: Some(format!("{e:#}")),
+        },
+        Ok(config) => {
+            let retention_ms = config.get("retention.ms").cloned();
+            let cleanup_policy = config.get("cleanup.policy").cloned();
+            let mut problems = Vec::new();
+            match retention_ms.as_deref().map(str::parse::<i64>) {
+                Some(Ok(ms)) if ms < 0 || ms >= spec.retention_ms() => {}
+                Some(Ok(ms)) => problems.push(format!(
+                    "retention.ms is {ms}: records older than {} days are deleted, the log must keep {} days",
+                    ms / 86_400_000,
+                    spec.retention_days
+                )),
+                _ => problems.push("retention.ms is not described".into()),
+            }
+            if cleanup_policy.as_deref() != Some("delete") {
+                problems.push(format!(
+                    "cleanup.policy is {}: it must be delete (compaction drops accesses)",
+                    cleanup_policy.as_deref().unwrap_or("not described")
+                ));
+            }
+            RetentionCheck {
+                retention_ms,
+                cleanup_policy,
+                problems,
+                unavailable: None,
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 struct PartitionReport {
     partition: i32,
@@ -164,6 +214,7 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     let records: u64 = reports.values().map(|r| r.records).sum();
+    let retention = retention(kafka).await;
     match args.format {
         Format::Jsonl => {
             for report in reports.values() {
@@ -172,6 +223,7 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             for finding in &findings {
                 println!("{}", serde_json::json!({"finding": finding}));
             }
+            println!("{}", serde_json::json!({ "retention": retention }));
             println!(
                 "{}",
                 serde_json::json!({"summary": {"records": records, "findings": findings.len(), "keys": keyring.len()}})
@@ -202,6 +254,21 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
                     f.partition, f.offset
                 );
             }
+            match &retention.unavailable {
+                Some(why) => {
+                    println!("retention: not checked, the broker cannot describe the topic ({why})")
+                }
+                None => println!(
+                    "retention: retention.ms={} cleanup.policy={}{}",
+                    retention.retention_ms.as_deref().unwrap_or("?"),
+                    retention.cleanup_policy.as_deref().unwrap_or("?"),
+                    if retention.problems.is_empty() {
+                        " (six years, deletion only: ok)".to_string()
+                    } else {
+                        format!(": {}", retention.problems.join("; "))
+                    }
+                ),
+            }
             println!(
                 "{records} records in {partitions} partitions, {} finding(s), {} trusted key(s)",
                 findings.len(),
@@ -209,7 +276,7 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if !findings.is_empty() {
+    if !findings.is_empty() || !retention.problems.is_empty() {
         std::io::stdout().flush()?;
         std::process::exit(2);
     }

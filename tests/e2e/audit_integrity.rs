@@ -116,6 +116,11 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
     assert!(findings(&lines).is_empty(), "{lines:?}");
     let summary = lines.iter().find_map(|l| l.get("summary")).unwrap();
     assert!(summary["records"].as_u64().unwrap() >= 6, "{summary}");
+    // Retention is read from the broker, not assumed: six years, deletion only.
+    let retention = lines.iter().find_map(|l| l.get("retention")).unwrap();
+    assert_eq!(retention["retention_ms"], "189216000000", "{retention}");
+    assert_eq!(retention["cleanup_policy"], "delete", "{retention}");
+    assert_eq!(retention["problems"], serde_json::json!([]), "{retention}");
 
     // Written straight to the topic: no signature.
     let patient: uuid::Uuid = id.parse().unwrap();
