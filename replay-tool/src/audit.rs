@@ -44,6 +44,9 @@ enum AuditTask {
     /// every access with who, in what role, what, why, the outcome and from where, and a
     /// summary per user; break-the-glass reads stand out.
     Report(crate::report::ReportArgs),
+    /// Show that the audit index (`phiAccessLog`) and the topic hold the same accesses:
+    /// counts per partition and each event id only one holds. Exit 0 same, 2 different.
+    Reconcile(crate::reconcile::ReconcileArgs),
 }
 
 pub async fn run(kafka: &KafkaArgs, command: AuditCommand) -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ pub async fn run(kafka: &KafkaArgs, command: AuditCommand) -> anyhow::Result<()>
         Some(AuditTask::Verify(args)) => crate::verify::verify(kafka, args).await,
         Some(AuditTask::Keygen(args)) => crate::verify::keygen(args),
         Some(AuditTask::Report(args)) => crate::report::run(kafka, args).await,
+        Some(AuditTask::Reconcile(args)) => crate::reconcile::run(kafka, args).await,
         None => replay(kafka, command.replay).await,
     }
 }

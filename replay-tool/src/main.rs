@@ -10,6 +10,7 @@ mod audit;
 mod bootstrap;
 mod provision;
 mod rebuild;
+mod reconcile;
 mod report;
 mod verify;
 

@@ -17,7 +17,7 @@ use events::catalog::{AUDIT_PHI_ACCESS, topic};
 use platform::config::KafkaArgs;
 use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER, SignatureFault};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -128,21 +128,21 @@ async fn retention(kafka: &KafkaArgs) -> RetentionCheck {
 }
 
 #[derive(Debug, Default, serde::Serialize)]
-struct PartitionReport {
-    partition: i32,
-    records: u64,
-    verified: u64,
-    first_offset: Option<i64>,
-    last_offset: Option<i64>,
+pub(crate) struct PartitionReport {
+    pub(crate) partition: i32,
+    pub(crate) records: u64,
+    pub(crate) verified: u64,
+    pub(crate) first_offset: Option<i64>,
+    pub(crate) last_offset: Option<i64>,
 }
 
-pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
-    let keyring = Keyring::from_file(&args.keyring)?;
-    anyhow::ensure!(
-        !keyring.is_empty(),
-        "the keyring {} holds no key",
-        args.keyring.display()
-    );
+/// Reads every partition of the audit log from its start to the end the broker reports when
+/// a fetch comes back empty, handing each record to `each`; returns how many records each
+/// partition held.
+pub(crate) async fn scan_audit_log(
+    kafka: &KafkaArgs,
+    mut each: impl AsyncFnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<BTreeMap<i32, PartitionReport>> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
@@ -166,11 +166,9 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             open.push(partition);
         }
     }
-    let mut findings = Vec::new();
     if !open.is_empty() {
         consumer.assign(&assignment)?;
     }
-    // Each partition is read to the end the broker reports when a fetch comes back empty.
     let deadline = Instant::now() + Duration::from_secs(3600);
     while !open.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "timed out reading the audit log");
@@ -185,6 +183,28 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e).context("reading the audit log"),
         };
+        let report = reports.entry(message.partition()).or_default();
+        report.records += 1;
+        report.first_offset.get_or_insert(message.offset());
+        report.last_offset = Some(message.offset());
+        each(&message).await?;
+    }
+    Ok(reports)
+}
+
+pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
+    let keyring = Keyring::from_file(&args.keyring)?;
+    anyhow::ensure!(
+        !keyring.is_empty(),
+        "the keyring {} holds no key",
+        args.keyring.display()
+    );
+    let partitions = topic(AUDIT_PHI_ACCESS)
+        .expect("audit topic is in the catalog")
+        .partitions;
+    let mut findings = Vec::new();
+    let mut verified: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut reports = scan_audit_log(kafka, async |message| {
         let header = |name: &str| {
             message.headers().and_then(|headers| {
                 headers
@@ -194,10 +214,6 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
                     .and_then(|v| std::str::from_utf8(v).ok())
             })
         };
-        let report = reports.entry(message.partition()).or_default();
-        report.records += 1;
-        report.first_offset.get_or_insert(message.offset());
-        report.last_offset = Some(message.offset());
         match keyring.verify(
             AUDIT_PHI_ACCESS,
             message.key().unwrap_or_default(),
@@ -205,13 +221,18 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             header(KEY_ID_HEADER),
             header(SIGNATURE_HEADER),
         ) {
-            Ok(()) => report.verified += 1,
+            Ok(()) => *verified.entry(message.partition()).or_default() += 1,
             Err(kind) => findings.push(Finding {
                 partition: message.partition(),
                 offset: message.offset(),
                 kind,
             }),
         }
+        Ok(())
+    })
+    .await?;
+    for (partition, count) in verified {
+        reports.entry(partition).or_default().verified = count;
     }
     let records: u64 = reports.values().map(|r| r.records).sum();
     let retention = retention(kafka).await;

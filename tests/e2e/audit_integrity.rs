@@ -122,6 +122,58 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
     assert_eq!(retention["cleanup_policy"], "delete", "{retention}");
     assert_eq!(retention["problems"], serde_json::json!([]), "{retention}");
 
+    // The index the auditors search holds exactly what the topic holds, once its projector
+    // caught up; a row deleted from it is named.
+    let _audit = crate::portals::projector(&stack, "audit", &stack.databases.audit).await;
+    let index_url = Databases::as_role(&stack.databases.audit, platform::provision::Service::Query);
+    let reconcile = || {
+        tests::replay_tool_status(
+            &stack.cluster,
+            &[
+                "audit",
+                "reconcile",
+                "--jsonl",
+                "--database-url",
+                &index_url,
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, stdout, stderr) = reconcile();
+        if status == 0 {
+            break;
+        }
+        assert_eq!(status, 2, "{stderr}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reconciled: {stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let index = sqlx::PgPool::connect(&stack.databases.audit).await.unwrap();
+    let deleted: uuid::Uuid = sqlx::query_scalar(
+        "DELETE FROM read_model.phi_accesses WHERE event_id =
+           (SELECT event_id FROM read_model.phi_accesses ORDER BY occurred_at DESC LIMIT 1)
+         RETURNING event_id",
+    )
+    .fetch_one(&index)
+    .await
+    .unwrap();
+    let (status, stdout, _) = reconcile();
+    assert_eq!(status, 2, "{stdout}");
+    let missing: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()?
+                .get("missing_from_index")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(missing.len(), 1, "{stdout}");
+    assert_eq!(missing[0]["event_id"], deleted.to_string());
+
     // Written straight to the topic: no signature.
     let patient: uuid::Uuid = id.parse().unwrap();
     let unsigned = produce(&stack, &forged(patient), OwnedHeaders::new()).await;
