@@ -155,10 +155,27 @@ async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statem
     }
 
     // The list is the patients in their care, each with its records and links.
-    let small_request = uuid::Uuid::new_v4().to_string();
-    let (small, _) = cost(&stack, &doctor, &small_request, 5).await;
+    // Each size three times: a DataLoader batches the keys that arrive within 1 ms, and on a
+    // loaded machine one field's keys can straddle two batches now and then.
+    let mut small = Vec::new();
+    for _ in 0..3 {
+        small.push(
+            cost(&stack, &doctor, &uuid::Uuid::new_v4().to_string(), 5)
+                .await
+                .0,
+        );
+    }
+    let mut large = Vec::new();
+    for _ in 0..2 {
+        large.push(
+            cost(&stack, &doctor, &uuid::Uuid::new_v4().to_string(), 20)
+                .await
+                .0,
+        );
+    }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (large, body) = cost(&stack, &doctor, &request_id, 20).await;
+    let (last, body) = cost(&stack, &doctor, &request_id, 20).await;
+    large.push(last);
     let listed: BTreeSet<String> = body["data"]["patients"]["edges"]
         .as_array()
         .unwrap()
@@ -184,15 +201,22 @@ async fn a_clinicians_patient_list_with_nested_records_costs_the_same_few_statem
         "10 mg once a day"
     );
 
-    // No N+1: at most one statement per field whatever the count of patients — the list,
-    // the care check, four pages and four links: 10 (20 patients with four connections and
-    // their links read one by one would be 20 × 8). Two links that load the same kind (an
-    // observation's and a prescription's encounter) may share one statement, so 9 or 10.
-    println!("statements: {small} for 5 patients, {large} for 20");
+    // No N+1: one statement per field whatever the count of patients — the list, the care
+    // check, four pages and four links: 10 (read one by one, 20 patients with four
+    // connections and their links would be 1 + 20 × 9). Two links that load the same kind
+    // (an observation's and a prescription's encounter) may share one, so 9 or 10; a batch
+    // split by timing adds one now and then, never one per patient.
+    println!("statements: {small:?} for 5 patients, {large:?} for 20");
     const PER_FIELD: u64 = 1 + 1 + 4 + 4;
+    let fewest = |runs: &[u64]| runs.iter().copied().min().unwrap();
+    let most = |runs: &[u64]| runs.iter().copied().max().unwrap();
     assert!(
-        small <= PER_FIELD && large <= PER_FIELD,
-        "{small} statements for 5 patients, {large} for 20"
+        fewest(&small) <= PER_FIELD && fewest(&large) <= PER_FIELD,
+        "{small:?} statements for 5 patients, {large:?} for 20"
+    );
+    assert!(
+        most(&large) <= PER_FIELD + 3,
+        "{large:?} statements for 20 patients: something loads per patient"
     );
 
     // One success record per patient for the request, listing what it returned.
