@@ -1,6 +1,7 @@
 //! The PHI access audit trail: writes one `PhiAccessed` record per patient per request to
 //! `healthcare.audit.phi_access` and waits for the broker's acknowledgement.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use platform::metrics::Metrics;
 use platform::signing::{KEY_ID_HEADER, RecordSigner, SIGNATURE_HEADER};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureRecord, Producer};
 use schemas::EventCodec;
 use uuid::Uuid;
 
@@ -25,6 +26,9 @@ pub struct AuditLog {
     service: String,
     written: Counter,
     failures: Counter,
+    /// When the last write was acknowledged, and when the last one failed (ms since the epoch).
+    last_success_ms: AtomicI64,
+    last_failure_ms: AtomicI64,
 }
 
 impl AuditLog {
@@ -50,6 +54,41 @@ impl AuditLog {
                 "PHI access audit events that could not be written (the read was refused)",
                 Counter::default(),
             ),
+            last_success_ms: AtomicI64::new(0),
+            last_failure_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether PHI can be served: not while audit writes fail and the broker does not
+    /// answer (reads would all be refused with `AUDIT_UNAVAILABLE`). Once the broker answers
+    /// again the API is ready, and the next write shows whether writes work.
+    pub async fn readiness(&self) -> Result<serde_json::Value, String> {
+        let success = self.last_success_ms.load(Ordering::Acquire);
+        let failure = self.last_failure_ms.load(Ordering::Acquire);
+        if failure <= success {
+            return Ok(serde_json::json!({"audit": "ok"}));
+        }
+        let producer = self.producer.get();
+        let answers = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(AUDIT_PHI_ACCESS), Duration::from_secs(2))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        let since = chrono::DateTime::from_timestamp_millis(failure)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        if answers {
+            Ok(
+                serde_json::json!({"audit": format!("recovering: the last write failed at {since}; the broker answers again")}),
+            )
+        } else {
+            tracing::warn!(since = %since, "readiness: audit writes fail and the broker does not answer");
+            Err(format!(
+                "audit writes are failing (since {since}) and the broker does not answer: no patient data can be served"
+            ))
         }
     }
 
@@ -59,9 +98,13 @@ impl AuditLog {
         match &result {
             Ok(()) => {
                 self.written.inc();
+                self.last_success_ms
+                    .store(Utc::now().timestamp_millis(), Ordering::Release);
             }
             Err(error) => {
                 self.failures.inc();
+                self.last_failure_ms
+                    .store(Utc::now().timestamp_millis(), Ordering::Release);
                 tracing::error!(patient_id = %access.patient_id, request_id = %access.request_id, %error, "PHI access audit write failed");
             }
         }

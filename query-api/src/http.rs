@@ -96,7 +96,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
-    let ready = platform::http::postgres_ready(state.models.patients.db().uncounted().clone());
+    // Ready when the patient read model answers and audit writes can be made.
+    let postgres = platform::http::postgres_ready(state.models.patients.db().uncounted().clone());
+    let audit = state.audit.clone();
+    let ready: platform::http::ReadyCheck = Arc::new(move || {
+        let (postgres, audit) = (postgres.clone(), audit.clone());
+        Box::pin(async move {
+            postgres().await?;
+            audit.readiness().await
+        })
+    });
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .with_state(state)

@@ -594,6 +594,27 @@ async fn with_the_broker_down_no_query_returns_patient_data_and_says_why() {
             "{body}"
         );
     }
+
+    // Nothing silent: the API says it cannot serve, and why, instead of "ready".
+    let ready = stack.graphql_url.replace("/graphql", "/health/ready");
+    let response = stack.http.get(&ready).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("audit writes are failing"),
+        "{body}"
+    );
+    let metrics =
+        tests::metrics_text(&stack.http, stack.graphql_url.trim_end_matches("/graphql")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("healthplane_audit_write_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
