@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::access::{self, Scope};
 use crate::audit::RequestAudit;
-use crate::loaders::{ById, Fetch, PageOf, RequestLoader, Resource};
+use crate::loaders::{ById, CountOf, Fetch, PageOf, RequestLoader, Resource};
 use crate::read_model::{
     AccessLog, AccessSearch, AppointmentRow, Appointments, EncounterRow, Encounters,
     MedicationRequestRow, MedicationRequests, ObservationFilter, ObservationRow, Observations,
@@ -242,7 +242,7 @@ pub async fn patient_connection<R: Resource + Listed>(
     filter: R::Filter,
     first: Option<i32>,
     after: Option<String>,
-) -> async_graphql::Result<(Vec<R::Edge>, PageInfo)> {
+) -> async_graphql::Result<(Vec<R::Edge>, PageInfo, CountOf<R>)> {
     let request = ctx.data::<RequestData>()?;
     let (first, after) = paging::<R>(first, after)?;
     access::authorize(
@@ -253,13 +253,42 @@ pub async fn patient_connection<R: Resource + Listed>(
         &[],
     )
     .await?;
+    let count = CountOf::new(patient, filter.clone());
     let rows = request
         .loader
         .load_one(PageOf::<R>::new(patient, filter, after, first as i64 + 1))
         .await
         .map_err(|e| unavailable(&e))?
         .unwrap_or_default();
-    Ok(listed_page(request, rows, first, after.is_some()))
+    note_empty_search::<R>(request, Some(patient), &rows);
+    let (edges, page_info) = listed_page(request, rows, first, after.is_some());
+    Ok((edges, page_info, count))
+}
+
+/// A search of a named patient's records that found none is still a look at their record:
+/// noted with no ids.
+fn note_empty_search<R: Listed>(request: &RequestData, patient: Option<Uuid>, rows: &[R]) {
+    if let (Some(patient), true) = (patient, rows.is_empty()) {
+        request.audit.note(
+            patient,
+            AccessAction::Search,
+            R::RESOURCE_TYPE,
+            [],
+            AccessOutcome::Success,
+            None,
+        );
+    }
+}
+
+/// How many records a connection of one (already authorized) patient's records counts.
+pub async fn total<R: Resource>(ctx: &Context<'_>, key: CountOf<R>) -> async_graphql::Result<i64> {
+    let request = ctx.data::<RequestData>()?;
+    Ok(request
+        .loader
+        .load_one(key)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .unwrap_or(0))
 }
 
 /// A record of `patient`'s linked from another (`id`, when the link is set), through the
@@ -435,14 +464,17 @@ impl Timeline for EncounterRow {
 
 /// The connection of the `R`s a filter (patient, practitioner, the rest) asks for, within the
 /// caller's scope (see [`scoped_timeline`]).
-async fn timeline_connection<R: Timeline>(
+async fn timeline_connection<R: Timeline + Resource<Filter = TimelineFilter>>(
     ctx: &Context<'_>,
     (patient_id, practitioner_id, filter): (Option<ID>, Option<String>, TimelineFilter),
     first: Option<i32>,
     after: Option<String>,
-) -> async_graphql::Result<(Vec<R::Edge>, PageInfo)> {
+) -> async_graphql::Result<(Vec<R::Edge>, PageInfo, Option<CountOf<R>>)> {
     let request = ctx.data::<RequestData>()?;
     let (first, after) = paging::<R>(first, after)?;
+    let patient_named = patient_id.is_some();
+    let by_practitioner = practitioner_id.is_some();
+    let counted = filter.clone();
     let search = scoped_timeline(
         request,
         R::RESOURCE_TYPE,
@@ -451,13 +483,26 @@ async fn timeline_connection<R: Timeline>(
         filter,
     )
     .await?;
-    let rows = match search {
-        Some(search) => R::search(&request.models, &search, after, first as i64 + 1)
+    let rows = match &search {
+        Some(search) => R::search(&request.models, search, after, first as i64 + 1)
             .await
             .map_err(|e| unavailable(&e))?,
         None => Vec::new(),
     };
-    Ok(listed_page(request, rows, first, after.is_some()))
+    // A filter naming one patient is a look at that patient's records, counted like a
+    // nested connection (unless narrowed to one practitioner's).
+    let named = search
+        .as_ref()
+        .and_then(|s| s.patient_ids.as_deref())
+        .and_then(|ids| <[Uuid; 1]>::try_from(ids).ok())
+        .filter(|_| patient_named)
+        .map(|[id]| id);
+    note_empty_search::<R>(request, named, &rows);
+    let total = named
+        .filter(|_| !by_practitioner)
+        .map(|patient| CountOf::new(patient, counted));
+    let (edges, page_info) = listed_page(request, rows, first, after.is_some());
+    Ok((edges, page_info, total))
 }
 
 pub struct Query;
@@ -564,14 +609,18 @@ impl Query {
     ) -> async_graphql::Result<AppointmentConnection> {
         let f = filter.unwrap_or_default();
         let narrowed = appointment_filter(f.status, f.from, f.to)?;
-        let (edges, page_info) = timeline_connection::<AppointmentRow>(
+        let (edges, page_info, total) = timeline_connection::<AppointmentRow>(
             ctx,
             (f.patient_id, f.practitioner_id, narrowed),
             first,
             after,
         )
         .await?;
-        Ok(AppointmentConnection { edges, page_info })
+        Ok(AppointmentConnection {
+            edges,
+            page_info,
+            total,
+        })
     }
 
     /// One encounter by id; null if there is none.
@@ -597,14 +646,18 @@ impl Query {
     ) -> async_graphql::Result<EncounterConnection> {
         let f = filter.unwrap_or_default();
         let narrowed = encounter_filter(f.status, f.from, f.to)?;
-        let (edges, page_info) = timeline_connection::<EncounterRow>(
+        let (edges, page_info, total) = timeline_connection::<EncounterRow>(
             ctx,
             (f.patient_id, f.practitioner_id, narrowed),
             first,
             after,
         )
         .await?;
-        Ok(EncounterConnection { edges, page_info })
+        Ok(EncounterConnection {
+            edges,
+            page_info,
+            total,
+        })
     }
 
     /// One patient's observations, oldest first, optionally one LOINC `code`, a `category`
@@ -630,9 +683,13 @@ impl Query {
             from,
             to,
         };
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<ObservationRow>(ctx, patient, filter, first, after).await?;
-        Ok(ObservationConnection { edges, page_info })
+        Ok(ObservationConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 
     /// One patient's medication requests, oldest first, optionally one `status` and one
@@ -650,9 +707,13 @@ impl Query {
     ) -> async_graphql::Result<MedicationRequestConnection> {
         let patient = parse_id(&patient_id, "patientId")?;
         let filter = medication_request_filter(status, code)?;
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<MedicationRequestRow>(ctx, patient, filter, first, after).await?;
-        Ok(MedicationRequestConnection { edges, page_info })
+        Ok(MedicationRequestConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 
     /// PHI accesses matching `filter`, oldest first, `first` (default 20, at most 100) at a

@@ -11,12 +11,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::graphql::ReadModels;
 use crate::read_model::{
     AppointmentRow, EncounterRow, MedicationRequestFilter, MedicationRequestRow, ObservationFilter,
-    ObservationRow, OfPatient, PatientRow, Position, TimelineFilter, by_patient,
+    ObservationRow, OfPatient, PatientCount, PatientRow, Position, TimelineFilter, Window,
+    by_patient, decode_rows,
 };
 
 /// Loads for one request.
@@ -63,73 +65,41 @@ impl Loader<InCare> for ReadLoader {
     }
 }
 
-/// A kind of resource in a patient's compartment, read a page per patient.
-pub trait Resource: Clone + OfPatient + Send + Sync + 'static {
+/// A kind of resource in a patient's compartment, read a page (or a count) per patient.
+pub trait Resource: Clone + OfPatient + DeserializeOwned + Send + Sync + 'static {
     type Filter: Clone + PartialEq + Eq + Hash + Send + Sync + 'static;
 
-    /// Up to `limit` rows of each of `patients`, in one statement.
-    fn pages(
+    /// The `window` of each of `patients`' rows, in one statement (rows as JSON).
+    fn select(
         models: &ReadModels,
         patients: &[Uuid],
         filter: &Self::Filter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<Self>, sqlx::Error>> + Send;
+        window: Window,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, sqlx::Error>> + Send;
 }
 
-impl Resource for AppointmentRow {
-    type Filter = TimelineFilter;
-    async fn pages(
-        models: &ReadModels,
-        patients: &[Uuid],
-        filter: &TimelineFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<Self>, sqlx::Error> {
-        models.appointments.of(patients, filter, after, limit).await
-    }
+/// `Resource` for a row type: its filter and the read model's field that selects it.
+macro_rules! resources {
+    ($($row:ty: $filter:ty, $model:ident;)+) => {
+        $(impl Resource for $row {
+            type Filter = $filter;
+            async fn select(
+                models: &ReadModels,
+                patients: &[Uuid],
+                filter: &$filter,
+                window: Window,
+            ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+                models.$model.of(patients, filter, window).await
+            }
+        })+
+    };
 }
 
-impl Resource for EncounterRow {
-    type Filter = TimelineFilter;
-    async fn pages(
-        models: &ReadModels,
-        patients: &[Uuid],
-        filter: &TimelineFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<Self>, sqlx::Error> {
-        models.encounters.of(patients, filter, after, limit).await
-    }
-}
-
-impl Resource for ObservationRow {
-    type Filter = ObservationFilter;
-    async fn pages(
-        models: &ReadModels,
-        patients: &[Uuid],
-        filter: &ObservationFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<Self>, sqlx::Error> {
-        models.observations.of(patients, filter, after, limit).await
-    }
-}
-
-impl Resource for MedicationRequestRow {
-    type Filter = MedicationRequestFilter;
-    async fn pages(
-        models: &ReadModels,
-        patients: &[Uuid],
-        filter: &MedicationRequestFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<Self>, sqlx::Error> {
-        models
-            .medication_requests
-            .of(patients, filter, after, limit)
-            .await
-    }
+resources! {
+    AppointmentRow: TimelineFilter, appointments;
+    EncounterRow: TimelineFilter, encounters;
+    ObservationRow: ObservationFilter, observations;
+    MedicationRequestRow: MedicationRequestFilter, medication_requests;
 }
 
 /// A page of one patient's resources of kind `R`: narrowed by `filter`, after `after`,
@@ -195,21 +165,86 @@ impl<R: Resource> Loader<PageOf<R>> for ReadLoader {
         }
         let mut pages = HashMap::new();
         for (shape, patients) in shapes {
-            let rows = R::pages(
-                &self.models,
-                &patients,
-                &shape.filter,
-                shape.after,
-                shape.limit,
-            )
-            .await?;
-            let mut grouped = by_patient(rows);
+            let window = Window::Page {
+                after: shape.after,
+                limit: shape.limit,
+            };
+            let rows = R::select(&self.models, &patients, &shape.filter, window).await?;
+            let mut grouped = by_patient(decode_rows::<R>(rows)?);
             for patient in patients {
                 let key = PageOf::new(patient, shape.filter.clone(), shape.after, shape.limit);
                 pages.insert(key, grouped.remove(&patient).unwrap_or_default());
             }
         }
         Ok(pages)
+    }
+}
+
+/// How many records of kind `R` one patient has that match `filter`.
+pub struct CountOf<R: Resource> {
+    pub patient: Uuid,
+    pub filter: R::Filter,
+    kind: PhantomData<fn() -> R>,
+}
+
+impl<R: Resource> CountOf<R> {
+    pub fn new(patient: Uuid, filter: R::Filter) -> Self {
+        CountOf {
+            patient,
+            filter,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<R: Resource> Clone for CountOf<R> {
+    fn clone(&self) -> Self {
+        CountOf::new(self.patient, self.filter.clone())
+    }
+}
+
+impl<R: Resource> PartialEq for CountOf<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.patient == other.patient && self.filter == other.filter
+    }
+}
+
+impl<R: Resource> Eq for CountOf<R> {}
+
+impl<R: Resource> Hash for CountOf<R> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.patient.hash(state);
+        self.filter.hash(state);
+    }
+}
+
+impl<R: Resource> Loader<CountOf<R>> for ReadLoader {
+    type Value = i64;
+    type Error = LoadError;
+
+    /// One statement per distinct filter (a `GROUP BY` over the patients).
+    async fn load(&self, keys: &[CountOf<R>]) -> Result<HashMap<CountOf<R>, i64>, LoadError> {
+        let mut filters: Vec<(&R::Filter, Vec<Uuid>)> = Vec::new();
+        for key in keys {
+            match filters.iter_mut().find(|(f, _)| **f == key.filter) {
+                Some((_, patients)) => patients.push(key.patient),
+                None => filters.push((&key.filter, vec![key.patient])),
+            }
+        }
+        let mut counts = HashMap::new();
+        for (filter, patients) in filters {
+            let found: HashMap<Uuid, i64> = decode_rows::<PatientCount>(
+                R::select(&self.models, &patients, filter, Window::Count).await?,
+            )?
+            .into_iter()
+            .map(|c| (c.patient_id, c.count))
+            .collect();
+            for patient in patients {
+                let count = found.get(&patient).copied().unwrap_or(0);
+                counts.insert(CountOf::new(patient, filter.clone()), count);
+            }
+        }
+        Ok(counts)
     }
 }
 

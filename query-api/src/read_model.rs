@@ -385,57 +385,79 @@ async fn timeline<T: serde::de::DeserializeOwned>(
 type JsonQuery<'q> =
     sqlx::query::QueryScalar<'q, sqlx::Postgres, serde_json::Value, sqlx::postgres::PgArguments>;
 
-/// A page of each of `patients`' rows of `table`, ordered by (`time`, id), in one statement:
-/// `conditions` narrow them (parameters from `$5`, bound by `bind`); `$1` are the patients,
-/// `$2`/`$3` the (time, id) to start after, `$4` the rows per patient.
-#[allow(clippy::too_many_arguments)]
-async fn pages_of<T: serde::de::DeserializeOwned>(
+/// What to read of each patient's rows: a page, or how many there are.
+#[derive(Debug, Clone, Copy)]
+pub enum Window {
+    /// Up to `limit` rows after `after`.
+    Page { after: Option<Position>, limit: i64 },
+    /// The count of the rows (as [`PatientCount`]s; patients with none are left out).
+    Count,
+}
+
+/// How many rows one patient has.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PatientCount {
+    pub patient_id: Uuid,
+    pub count: i64,
+}
+
+/// A page (or the count) of each of `patients`' rows of `table`, ordered by (`time`, id), in
+/// one statement: `conditions` narrow them (parameters from `$5`, bound by `bind`); `$1` are
+/// the patients, `$2`/`$3` the (time, id) to start after, `$4` the rows per patient (all
+/// three unset for a count).
+async fn pages_of(
     db: &ReadPool,
     (table, time): Timeline,
     conditions: &'static str,
     patients: &[Uuid],
-    after: Option<Position>,
-    limit: i64,
+    window: Window,
     bind: impl for<'q> FnOnce(JsonQuery<'q>) -> JsonQuery<'q>,
-) -> Result<Vec<T>, sqlx::Error> {
-    let sql = format!(
-        "SELECT to_jsonb(r) FROM unnest($1::UUID[]) AS p (id)
-         CROSS JOIN LATERAL (
-           SELECT * FROM {table} t
-           WHERE t.patient_id = p.id {conditions}
-             AND ($2::TIMESTAMPTZ IS NULL OR (t.{time}, t.id) > ($2, $3::UUID))
-           ORDER BY t.{time}, t.id
-           LIMIT $4) r
-         ORDER BY r.patient_id, r.{time}, r.id"
-    );
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let sql = match window {
+        Window::Page { .. } => format!(
+            "SELECT to_jsonb(r) FROM unnest($1::UUID[]) AS p (id)
+             CROSS JOIN LATERAL (
+               SELECT * FROM {table} t
+               WHERE t.patient_id = p.id {conditions}
+                 AND ($2::TIMESTAMPTZ IS NULL OR (t.{time}, t.id) > ($2, $3::UUID))
+               ORDER BY t.{time}, t.id
+               LIMIT $4) r
+             ORDER BY r.patient_id, r.{time}, r.id"
+        ),
+        Window::Count => format!(
+            "SELECT jsonb_build_object('patient_id', t.patient_id, 'count', count(*))
+             FROM {table} t
+             WHERE t.patient_id = ANY($1) {conditions}
+               AND ($2::TIMESTAMPTZ IS NULL OR (t.{time}, t.id) > ($2, $3::UUID))
+               AND $4::BIGINT IS NULL
+             GROUP BY t.patient_id"
+        ),
+    };
+    let (after, limit) = match window {
+        Window::Page { after, limit } => (after, Some(limit)),
+        Window::Count => (None, None),
+    };
     let query = sqlx::query_scalar(&sql)
         .bind(patients)
         .bind(after.map(|(at, _)| at))
         .bind(after.map(|(_, id)| id))
         .bind(limit);
-    decode_rows(bind(query).fetch_all(db.statement()).await?)
+    bind(query).fetch_all(db.statement()).await
 }
 
 /// [`pages_of`] appointments or encounters narrowed by `filter` (the range on the start).
-async fn timelines_of<T: serde::de::DeserializeOwned>(
+async fn timelines_of(
     db: &ReadPool,
     (table, start): Timeline,
     conditions: &'static str,
     patients: &[Uuid],
     filter: &TimelineFilter,
-    after: Option<Position>,
-    limit: i64,
-) -> Result<Vec<T>, sqlx::Error> {
+    window: Window,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     let (status, from, to) = (filter.status.clone(), filter.from, filter.to);
-    pages_of(
-        db,
-        (table, start),
-        conditions,
-        patients,
-        after,
-        limit,
-        |q| q.bind(status).bind(from).bind(to),
-    )
+    pages_of(db, (table, start), conditions, patients, window, |q| {
+        q.bind(status).bind(from).bind(to)
+    })
     .await
 }
 
@@ -484,22 +506,21 @@ impl Appointments {
         timeline(&self.db, APPOINTMENTS, search, after, limit).await
     }
 
-    /// Up to `limit` appointments of each of `patients` matching `filter`, by start.
+    /// A page (or the count) of the appointments of each of `patients` matching `filter`,
+    /// by start.
     pub async fn of(
         &self,
         patients: &[Uuid],
         filter: &TimelineFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        window: Window,
+    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         timelines_of(
             &self.db,
             APPOINTMENTS,
             APPOINTMENT_CONDITIONS,
             patients,
             filter,
-            after,
-            limit,
+            window,
         )
         .await
     }
@@ -565,22 +586,21 @@ impl Encounters {
         timeline(&self.db, ENCOUNTERS, search, after, limit).await
     }
 
-    /// Up to `limit` encounters of each of `patients` matching `filter`, by start.
+    /// A page (or the count) of the encounters of each of `patients` matching `filter`,
+    /// by start.
     pub async fn of(
         &self,
         patients: &[Uuid],
         filter: &TimelineFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<EncounterRow>, sqlx::Error> {
+        window: Window,
+    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         timelines_of(
             &self.db,
             ENCOUNTERS,
             ENCOUNTER_CONDITIONS,
             patients,
             filter,
-            after,
-            limit,
+            window,
         )
         .await
     }
@@ -604,7 +624,7 @@ async fn keyset_page<T: serde::de::DeserializeOwned>(
 }
 
 /// Rows read as `to_jsonb(row)`, as their Rust type (unknown columns are ignored).
-fn decode_rows<T: serde::de::DeserializeOwned>(
+pub fn decode_rows<T: serde::de::DeserializeOwned>(
     rows: Vec<serde_json::Value>,
 ) -> Result<Vec<T>, sqlx::Error> {
     rows.into_iter()
@@ -661,15 +681,14 @@ impl Observations {
         Observations { db }
     }
 
-    /// Up to `limit` observations of each of `patients` matching `filter` after `after`
-    /// (effective time, id), oldest first.
+    /// A page (or the count) of the observations of each of `patients` matching `filter`,
+    /// by effective time, oldest first.
     pub async fn of(
         &self,
         patients: &[Uuid],
         filter: &ObservationFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<ObservationRow>, sqlx::Error> {
+        window: Window,
+    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         let f = filter.clone();
         pages_of(
             &self.db,
@@ -679,8 +698,7 @@ impl Observations {
              AND ($7::TIMESTAMPTZ IS NULL OR t.effective_at >= $7)
              AND ($8::TIMESTAMPTZ IS NULL OR t.effective_at < $8)",
             patients,
-            after,
-            limit,
+            window,
             |q| q.bind(f.code).bind(f.category).bind(f.from).bind(f.to),
         )
         .await
@@ -732,15 +750,14 @@ impl MedicationRequests {
         MedicationRequests { db }
     }
 
-    /// Up to `limit` requests of each of `patients` matching `filter` after `after`
-    /// (authored time, id), oldest first.
+    /// A page (or the count) of the requests of each of `patients` matching `filter`, by
+    /// authoring time, oldest first.
     pub async fn of(
         &self,
         patients: &[Uuid],
         filter: &MedicationRequestFilter,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<MedicationRequestRow>, sqlx::Error> {
+        window: Window,
+    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         let f = filter.clone();
         pages_of(
             &self.db,
@@ -748,8 +765,7 @@ impl MedicationRequests {
             "AND ($5::TEXT IS NULL OR t.status = $5)
              AND ($6::TEXT IS NULL OR t.medication_code = $6)",
             patients,
-            after,
-            limit,
+            window,
             |q| q.bind(f.status).bind(f.code),
         )
         .await

@@ -8,7 +8,8 @@ use async_graphql::{ComplexObject, Context, ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::graphql::{Edge, Listed, linked, page_cost, patient_connection};
+use crate::graphql::{Edge, Listed, linked, page_cost, patient_connection, total};
+use crate::loaders::CountOf;
 use crate::read_model::{
     AccessRow, AppointmentRow, EncounterRow, MedicationRequestFilter, MedicationRequestRow,
     ObservationFilter, ObservationRow, PatientRow, TimelineFilter,
@@ -129,9 +130,13 @@ impl Patient {
         after: Option<String>,
     ) -> async_graphql::Result<AppointmentConnection> {
         let filter = appointment_filter(status, from, to)?;
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<AppointmentRow>(ctx, self.uuid, filter, first, after).await?;
-        Ok(AppointmentConnection { edges, page_info })
+        Ok(AppointmentConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 
     /// The patient's encounters by start; `from` inclusive, `to` exclusive.
@@ -147,9 +152,13 @@ impl Patient {
         after: Option<String>,
     ) -> async_graphql::Result<EncounterConnection> {
         let filter = encounter_filter(status, from, to)?;
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<EncounterRow>(ctx, self.uuid, filter, first, after).await?;
-        Ok(EncounterConnection { edges, page_info })
+        Ok(EncounterConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 
     /// The patient's observations by effective time; `from` inclusive, `to` exclusive.
@@ -171,9 +180,13 @@ impl Patient {
             from,
             to,
         };
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<ObservationRow>(ctx, self.uuid, filter, first, after).await?;
-        Ok(ObservationConnection { edges, page_info })
+        Ok(ObservationConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 
     /// The patient's medication requests by authoring time.
@@ -187,10 +200,14 @@ impl Patient {
         after: Option<String>,
     ) -> async_graphql::Result<MedicationRequestConnection> {
         let filter = medication_request_filter(status, code)?;
-        let (edges, page_info) =
+        let (edges, page_info, total) =
             patient_connection::<MedicationRequestRow>(ctx, self.uuid, filter, first, after)
                 .await?;
-        Ok(MedicationRequestConnection { edges, page_info })
+        Ok(MedicationRequestConnection {
+            edges,
+            page_info,
+            total: Some(total),
+        })
     }
 }
 
@@ -352,9 +369,13 @@ pub struct AppointmentEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct AppointmentConnection {
     pub edges: Vec<AppointmentEdge>,
     pub page_info: PageInfo,
+    /// What `totalCount` counts: one patient's records under the same filter.
+    #[graphql(skip)]
+    pub total: Option<CountOf<AppointmentRow>>,
 }
 
 /// Appointment criteria; all given ones must match. `from` is inclusive and `to` exclusive,
@@ -444,9 +465,13 @@ pub struct ObservationEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct ObservationConnection {
     pub edges: Vec<ObservationEdge>,
     pub page_info: PageInfo,
+    /// What `totalCount` counts: one patient's records under the same filter.
+    #[graphql(skip)]
+    pub total: Option<CountOf<ObservationRow>>,
 }
 
 /// How a medication is to be taken.
@@ -552,9 +577,13 @@ pub struct MedicationRequestEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct MedicationRequestConnection {
     pub edges: Vec<MedicationRequestEdge>,
     pub page_info: PageInfo,
+    /// What `totalCount` counts: one patient's records under the same filter.
+    #[graphql(skip)]
+    pub total: Option<CountOf<MedicationRequestRow>>,
 }
 
 /// Encounter criteria; all given ones must match. `from` is inclusive and `to` exclusive, on
@@ -632,9 +661,13 @@ pub struct EncounterEdge {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct EncounterConnection {
     pub edges: Vec<EncounterEdge>,
     pub page_info: PageInfo,
+    /// What `totalCount` counts: one patient's records under the same filter.
+    #[graphql(skip)]
+    pub total: Option<CountOf<EncounterRow>>,
 }
 
 /// One access to a patient's data, from the PHI access audit log.
@@ -754,3 +787,28 @@ listed! {
     MedicationRequestRow: "medicationRequests", "MedicationRequest", MedicationRequestEdge, (authored_on, id);
     AccessRow: "phiAccessLog", "AuditEvent", PhiAccessEdge, (occurred_at, event_id);
 }
+
+/// `totalCount` on a connection of one patient's records.
+macro_rules! total_count {
+    ($($connection:ty),+) => {
+        $(#[ComplexObject]
+        impl $connection {
+            /// How many records match, over all pages: given for one patient's records (a
+            /// nested connection, or a filter naming the patient), null for lists across
+            /// patients, whose count would cost as much as reading them.
+            async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<i64>> {
+                match &self.total {
+                    Some(key) => total(ctx, key.clone()).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        })+
+    };
+}
+
+total_count!(
+    AppointmentConnection,
+    EncounterConnection,
+    ObservationConnection,
+    MedicationRequestConnection
+);

@@ -419,6 +419,30 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
             assert!(!body.to_string().contains(id.as_str()), "{body}");
         }
     }
+    // Counts of one patient's records, nested or by a filter naming her; none across patients.
+    let (_, _, body) = stack
+        .graphql(
+            &own,
+            &[],
+            "query($id: ID!) {
+                patient(id: $id) { observations(first: 1) { totalCount pageInfo { hasNextPage } } }
+                appointments(filter: {patientId: $id}) { totalCount }
+                medicationRequests(patientId: $id, status: \"active\") { totalCount }
+                encounters { totalCount } }",
+            json!({"id": ada}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["patient"]["observations"]["totalCount"], 1,
+        "{body}"
+    );
+    assert_eq!(body["data"]["appointments"]["totalCount"], 1, "{body}");
+    assert_eq!(
+        body["data"]["medicationRequests"]["totalCount"], 1,
+        "{body}"
+    );
+    assert!(body["data"]["encounters"]["totalCount"].is_null(), "{body}");
+
     // Unfiltered lists hold only her own.
     let (_, _, body) = stack
         .graphql(&own, &[], "{ appointments { edges { node { patientId } } } encounters { edges { node { patientId } } } }", json!({}))
@@ -445,8 +469,14 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
             "query($id: ID!) { medicationRequests(patientId: $id) { edges { node { id } } } }",
             &patients[3],
         ),
+        // A search that finds nothing still looked at the record.
+        (
+            "query($id: ID!) { observations(patientId: $id, code: \"0000-0\") { edges { node { id } } } }",
+            &patients[0],
+        ),
     ];
     let mut requests = Vec::new();
+    let mut empty_search = String::new();
     for (query, patient) in reads {
         let request_id = uuid::Uuid::new_v4().to_string();
         let (status, _, body) = stack
@@ -459,6 +489,9 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
             .await;
         assert_eq!(status, 200, "{body}");
         assert!(body.get("errors").is_none(), "{body}");
+        if query.contains("0000-0") {
+            empty_search = request_id.clone();
+        }
         requests.push((request_id, patient.clone()));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -472,5 +505,6 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
         };
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].patient_id.to_string(), patient);
+        assert_eq!(found[0].resource_ids.is_empty(), request_id == empty_search);
     }
 }
