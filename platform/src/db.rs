@@ -18,6 +18,12 @@ pub fn loggable(error: &sqlx::Error) -> String {
             "data exception (SQLSTATE {}; the value is not logged)",
             db.code().unwrap_or_default()
         ),
+        // A decode error's message may quote the value it could not read (serde's
+        // `invalid type: string "…"`): only the kind is logged.
+        sqlx::Error::Decode(_) => "a value could not be decoded (the value is not logged)".into(),
+        sqlx::Error::ColumnDecode { index, .. } => {
+            format!("column {index} could not be decoded (the value is not logged)")
+        }
         other => other.to_string(),
     }
 }

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::DomainEvent;
-use events::appointment::AppointmentScheduled;
+use events::appointment::{AppointmentCancelled, AppointmentScheduled};
 use events::encounter::EncounterStarted;
 use events::medication::MedicationPrescribed;
 use events::observation::ObservationCreated;
@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
             since TIMESTAMPTZ NOT NULL);
           CREATE INDEX care_team_practitioner ON care_team (practitioner_id, patient_id);
           CREATE INDEX care_team_patient ON care_team (patient_id);",
+    },
+    Migration {
+        version: 3,
+        name: "care team: cancelled appointments",
+        sql: "ALTER TABLE care_team ADD COLUMN active BOOLEAN NOT NULL DEFAULT true;",
     },
 ];
 
@@ -149,10 +154,13 @@ pub struct CareTeamRow {
     /// Appointment | Encounter | Observation | MedicationRequest
     pub resource_type: String,
     pub since: DateTime<Utc>,
+    /// False once the appointment was cancelled: a booking that did not happen ties no one.
+    pub active: bool,
 }
 
 /// The care team: one row per appointment, encounter, observation and medication request,
-/// from the event that created it (the practitioner on a resource never changes).
+/// from the event that created it (the practitioner on a resource never changes); a
+/// cancelled appointment's row stays, inactive.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CareTeam;
 
@@ -166,10 +174,12 @@ impl StateModel for CareTeam {
         "practitioner_id",
         "resource_type",
         "since",
+        "active",
     ];
 
     const EVENTS: &'static [EventKind] = &[
         kind::<AppointmentScheduled>(),
+        kind::<AppointmentCancelled>(),
         kind::<EncounterStarted>(),
         kind::<ObservationCreated>(),
         kind::<MedicationPrescribed>(),
@@ -177,6 +187,13 @@ impl StateModel for CareTeam {
 
     fn fold(&self, row: Option<CareTeamRow>, event: &IncomingEvent) -> Result<CareTeamRow, String> {
         let since = event.envelope.occurred_at;
+        if event.envelope.event_type == AppointmentCancelled::EVENT_TYPE {
+            let row = row.ok_or("a cancellation before its appointment")?;
+            return Ok(CareTeamRow {
+                active: false,
+                ..row
+            });
+        }
         let (patient_id, practitioner_id, resource_type) = match event.envelope.event_type.as_str()
         {
             AppointmentScheduled::EVENT_TYPE => {
@@ -202,6 +219,7 @@ impl StateModel for CareTeam {
             practitioner_id,
             resource_type: resource_type.to_string(),
             since: row.map_or(since, |r| r.since),
+            active: true,
         })
     }
 }

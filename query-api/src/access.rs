@@ -13,7 +13,6 @@
 use async_graphql::ErrorExtensions;
 use events::Role;
 use events::audit::{AccessAction, AccessOutcome};
-use platform::access;
 use platform::auth::Caller;
 use uuid::Uuid;
 
@@ -33,22 +32,19 @@ pub const NOT_OWN: &str = "patients may read only their own records";
 pub const NOT_IN_CARE: &str = "the patient is not in this practitioner's care: break the glass \
      (X-Purpose-Of-Use: ETREAT with an X-Break-Glass-Reason) to read their records";
 
-/// The caller's scope, or why they read no clinical record; `break_glass`: the practitioner
-/// gave a break-the-glass reason.
-pub fn scope(caller: &Caller, break_glass: bool) -> Result<Scope, &'static str> {
-    if caller.has(Role::Admin) {
-        return Ok(Scope::All);
-    }
-    if caller.has(Role::Practitioner) {
-        return Ok(if break_glass {
-            Scope::All
-        } else {
-            Scope::Practitioner(caller.claims.sub.clone())
-        });
-    }
-    match access::compartment(caller)? {
-        access::Compartment::Only(own) => Ok(Scope::Patient(own)),
-        access::Compartment::All => Ok(Scope::All),
+/// The scope of a caller acting in `role` (the one role the request acts in and is audited
+/// as: a token with several roles gets no wider scope than that one), or why they read no
+/// clinical record; `break_glass`: the practitioner gave a break-the-glass reason.
+pub fn scope(caller: &Caller, role: Role, break_glass: bool) -> Result<Scope, &'static str> {
+    match role {
+        Role::Admin => Ok(Scope::All),
+        Role::Practitioner if break_glass => Ok(Scope::All),
+        Role::Practitioner => Ok(Scope::Practitioner(caller.claims.sub.clone())),
+        Role::Patient => match caller.claims.patient_id {
+            Some(own) => Ok(Scope::Patient(own)),
+            None => Err("a patient token without patient_id reads no record"),
+        },
+        Role::Auditor => Err("this role may not read patient records"),
     }
 }
 
@@ -132,25 +128,30 @@ mod tests {
     #[test]
     fn each_role_reads_its_own_scope() {
         let own = Uuid::now_v7();
-        assert_eq!(scope(&caller(&[Role::Admin], None), false), Ok(Scope::All));
+        let c = caller(&[Role::Admin], None);
+        assert_eq!(scope(&c, Role::Admin, false), Ok(Scope::All));
+        let c = caller(&[Role::Practitioner], None);
         assert_eq!(
-            scope(&caller(&[Role::Practitioner], None), false),
+            scope(&c, Role::Practitioner, false),
             Ok(Scope::Practitioner("someone".into()))
         );
-        assert_eq!(
-            scope(&caller(&[Role::Practitioner], None), true),
-            Ok(Scope::All)
-        );
-        assert_eq!(
-            scope(&caller(&[Role::Patient], Some(own)), false),
-            Ok(Scope::Patient(own))
-        );
+        assert_eq!(scope(&c, Role::Practitioner, true), Ok(Scope::All));
+        let c = caller(&[Role::Patient], Some(own));
+        assert_eq!(scope(&c, Role::Patient, false), Ok(Scope::Patient(own)));
         // Breaking the glass is a practitioner's: a patient's scope stays their own.
+        assert_eq!(scope(&c, Role::Patient, true), Ok(Scope::Patient(own)));
+        assert!(scope(&caller(&[Role::Patient], None), Role::Patient, false).is_err());
+        assert!(scope(&caller(&[Role::Auditor], None), Role::Auditor, false).is_err());
+    }
+
+    #[test]
+    fn a_token_with_several_roles_reads_as_the_role_it_acts_in() {
+        // Acting (and audited) as a practitioner, an admin role on the same token does not
+        // widen the scope past the patients in their care.
+        let c = caller(&[Role::Practitioner, Role::Admin], None);
         assert_eq!(
-            scope(&caller(&[Role::Patient], Some(own)), true),
-            Ok(Scope::Patient(own))
+            scope(&c, Role::Practitioner, false),
+            Ok(Scope::Practitioner("someone".into()))
         );
-        assert!(scope(&caller(&[Role::Patient], None), false).is_err());
-        assert!(scope(&caller(&[Role::Auditor], None), false).is_err());
     }
 }

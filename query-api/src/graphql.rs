@@ -41,12 +41,17 @@ pub const MAX_DEPTH: usize = 10;
 pub const MAX_COMPLEXITY: usize = 10_000;
 /// Largest page.
 pub const MAX_PAGE: i32 = 100;
+/// Most patients a practitioner's list across their care (appointments, encounters without
+/// a patient) covers.
+pub const MAX_CARE_LIST: usize = 10_000;
 /// The page size when `first` is not given.
 pub const DEFAULT_PAGE: i32 = 20;
 
 /// Per-request data: the caller, what they may read, the request's loaders and audit trail.
 pub struct RequestData {
     pub caller: Caller,
+    /// The one role the request acts in (and is audited as).
+    pub role: events::Role,
     /// Whose records the caller may read, or why none.
     pub scope: Result<Scope, &'static str>,
     pub models: Arc<ReadModels>,
@@ -319,17 +324,29 @@ async fn read_by_id<R: Fetch, T: From<R>>(
         .load_one(ById::<R>::new(id))
         .await
         .map_err(|e| unavailable(&e))?;
-    Ok(row.map(|row| {
-        request.audit.note(
-            patient,
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // A link leads to the same patient's record; one that does not is not followed.
+    if let Some(other) = row.patient().filter(|other| *other != patient) {
+        return Err(access::refuse(
+            request,
+            other,
             AccessAction::Read,
             resource_type,
-            [id.to_string()],
-            AccessOutcome::Success,
-            None,
-        );
-        row.into()
-    }))
+            &[id],
+            "the linked record is another patient's",
+        ));
+    }
+    request.audit.note(
+        patient,
+        AccessAction::Read,
+        resource_type,
+        [id.to_string()],
+        AccessOutcome::Success,
+        None,
+    );
+    Ok(Some(row.into()))
 }
 
 fn parse_id(id: &ID, what: &str) -> async_graphql::Result<Uuid> {
@@ -411,14 +428,24 @@ async fn scoped_timeline(
         (None, Ok(Scope::All)) => None,
         (None, Ok(Scope::Patient(own))) => Some(vec![*own]),
         (None, Ok(Scope::Practitioner(me))) => {
+            // Lists across a practitioner's patients name them all to the read model: at
+            // most MAX_CARE_LIST; past that the caller names a patient.
             let care = request
                 .models
                 .patients
-                .care_of(me)
+                .care_of(me, MAX_CARE_LIST as i64 + 1)
                 .await
                 .map_err(|e| unavailable(&e))?;
             if care.is_empty() {
                 return Ok(None);
+            }
+            if care.len() > MAX_CARE_LIST {
+                return Err(coded(
+                    format!(
+                        "more than {MAX_CARE_LIST} patients are in your care: name one with `filter.patientId`"
+                    ),
+                    "BAD_USER_INPUT",
+                ));
             }
             Some(care)
         }
@@ -728,7 +755,7 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<PhiAccessConnection> {
         let request = ctx.data::<RequestData>()?;
-        if !request.caller.has(events::Role::Auditor) {
+        if request.role != events::Role::Auditor {
             let reason = "only auditors may read the PHI access log";
             return Err(access::refuse(
                 request,

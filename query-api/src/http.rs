@@ -441,7 +441,7 @@ async fn answer(
             ]));
             continue;
         }
-        let scope = access::scope(&caller, context.break_glass_reason.is_some());
+        let scope = access::scope(&caller, role, context.break_glass_reason.is_some());
         let practitioner = match &scope {
             Ok(access::Scope::Practitioner(me)) => Some(me.clone()),
             _ => None,
@@ -449,6 +449,7 @@ async fn answer(
         let audit = Arc::new(RequestAudit::new(state.audit.clone(), context.clone()));
         let data = RequestData {
             caller: caller.clone(),
+            role,
             scope,
             models: state.models.clone(),
             loader: ReadLoader::for_request(state.models.clone(), practitioner),

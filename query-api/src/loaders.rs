@@ -251,6 +251,8 @@ impl<R: Resource> Loader<CountOf<R>> for ReadLoader {
 /// A kind of resource read by id.
 pub trait Fetch: Clone + Send + Sync + 'static {
     fn id(&self) -> Uuid;
+    /// The patient the record belongs to (a patient is their own).
+    fn patient(&self) -> Option<Uuid>;
     /// The ones of `ids` there are, in one statement.
     fn fetch(
         models: &ReadModels,
@@ -262,6 +264,9 @@ impl Fetch for PatientRow {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn patient(&self) -> Option<Uuid> {
+        Some(self.id)
+    }
     async fn fetch(models: &ReadModels, ids: &[Uuid]) -> Result<Vec<Self>, sqlx::Error> {
         models.patients.get_many(ids).await
     }
@@ -271,6 +276,9 @@ impl Fetch for AppointmentRow {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn patient(&self) -> Option<Uuid> {
+        Some(self.patient_id)
+    }
     async fn fetch(models: &ReadModels, ids: &[Uuid]) -> Result<Vec<Self>, sqlx::Error> {
         models.appointments.get_many(ids).await
     }
@@ -279,6 +287,9 @@ impl Fetch for AppointmentRow {
 impl Fetch for EncounterRow {
     fn id(&self) -> Uuid {
         self.id
+    }
+    fn patient(&self) -> Option<Uuid> {
+        Some(self.patient_id)
     }
     async fn fetch(models: &ReadModels, ids: &[Uuid]) -> Result<Vec<Self>, sqlx::Error> {
         models.encounters.get_many(ids).await

@@ -167,7 +167,7 @@ impl Patients {
     ) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT DISTINCT patient_id FROM care_team
-             WHERE practitioner_id = $1 AND patient_id = ANY($2)",
+             WHERE practitioner_id = $1 AND patient_id = ANY($2) AND active",
         )
         .bind(practitioner)
         .bind(patients)
@@ -175,12 +175,15 @@ impl Patients {
         .await
     }
 
-    /// Every patient in `practitioner`'s care.
-    pub async fn care_of(&self, practitioner: &str) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar("SELECT DISTINCT patient_id FROM care_team WHERE practitioner_id = $1")
-            .bind(practitioner)
-            .fetch_all(self.db.statement())
-            .await
+    /// Up to `limit` of the patients in `practitioner`'s care.
+    pub async fn care_of(&self, practitioner: &str, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT patient_id FROM care_team WHERE practitioner_id = $1 AND active LIMIT $2",
+        )
+        .bind(practitioner)
+        .bind(limit)
+        .fetch_all(self.db.statement())
+        .await
     }
 
     /// Up to `limit` patients matching `search` with ids after `after`, in id order
@@ -213,7 +216,7 @@ impl Patients {
                      WHERE i.patient_id = p.id AND i.value = $7 AND ($6::TEXT IS NULL OR i.system = $6)))
                AND ($8::UUID IS NULL OR p.id > $8)
                AND ($10::TEXT IS NULL OR EXISTS (SELECT 1 FROM care_team c
-                     WHERE c.practitioner_id = $10 AND c.patient_id = p.id))
+                     WHERE c.practitioner_id = $10 AND c.patient_id = p.id AND c.active))
              ORDER BY p.id
              LIMIT $9"
         ))

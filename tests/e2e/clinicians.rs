@@ -508,3 +508,87 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
         assert_eq!(found[0].resource_ids.is_empty(), request_id == empty_search);
     }
 }
+
+#[tokio::test]
+async fn a_practitioner_cannot_book_their_way_into_a_patients_care() {
+    let stack = Stack::start().await;
+    let _projectors = stack.start_clinical_projectors().await;
+    let me = practitioner();
+    let doctor = token(Role::Practitioner, &me, None);
+    let patient = stack.register(&ada()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = "query($id: ID!) { patient(id: $id) { id } }";
+    let forbidden = |body: &Value| body["errors"][0]["extensions"]["code"] == "FORBIDDEN";
+
+    // Booking a colleague (who would then read the record) is the front desk's, not theirs.
+    let colleague = json!({"patientId": patient, "practitionerId": practitioner(),
+        "start": at_hours(1), "end": at_hours(2)});
+    let (s, body) = send(
+        &stack,
+        Method::POST,
+        "/v1/appointments",
+        &doctor,
+        &[],
+        &colleague,
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+
+    // A booking with themselves puts them in the patient's care, until it is cancelled.
+    let own = json!({"patientId": patient, "practitionerId": me,
+        "start": at_hours(1), "end": at_hours(2)});
+    let (s, booked) = send(&stack, Method::POST, "/v1/appointments", &doctor, &[], &own).await;
+    assert_eq!(s, 201, "{booked}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = stack
+            .graphql(&doctor, &[], read, json!({"id": patient}))
+            .await;
+        if !forbidden(&body) {
+            assert_eq!(body["data"]["patient"]["id"], patient.as_str(), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never in care: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cancel = format!("/v1/appointments/{}/cancel", booked["id"].as_str().unwrap());
+    let (s, body) = send(
+        &stack,
+        Method::POST,
+        &cancel,
+        &doctor,
+        &[("If-Match", "\"1\"")],
+        &json!({"reason": "booked by mistake"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = stack
+            .graphql(&doctor, &[], read, json!({"id": patient}))
+            .await;
+        if forbidden(&body) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still in care after the cancellation: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A token that also carries the admin role reads as the practitioner it acts as.
+    let both = platform::auth::mint_hs256(
+        tests::TEST_JWT_SECRET,
+        &me,
+        &[Role::Practitioner, Role::Admin],
+        None,
+        chrono::Duration::minutes(10),
+    );
+    let (_, _, body) = stack
+        .graphql(&both, &[], read, json!({"id": patient}))
+        .await;
+    assert!(forbidden(&body), "{body}");
+}

@@ -25,6 +25,15 @@ impl CommandRoute for Schedule {
         _id: Option<Uuid>,
     ) -> Result<Prepared<Appointment>, Problem> {
         let new = valid(appointment::parse_schedule(&received.body, Utc::now()))?;
+        // An appointment puts its practitioner on the patient's care team (whose records they
+        // then read): a practitioner books only themselves; the front desk books anyone.
+        if received.meta.role == Role::Practitioner
+            && new.practitioner_id != received.meta.caller.claims.sub
+        {
+            return Err(Problem::forbidden(
+                "a practitioner books appointments with themselves; the front desk (admin) books them for others",
+            ));
+        }
         require_patient(app, new.patient_id).await?;
         Ok(Prepared::new(
             Uuid::now_v7(),
