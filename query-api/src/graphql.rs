@@ -386,15 +386,8 @@ async fn read_one<R: Fetch + OfPatient, T: From<R>>(
     };
     let patient = row.patient_id();
     access::authorize(request, patient, AccessAction::Read, resource_type, &[id]).await?;
-    request.audit.note(
-        patient,
-        AccessAction::Read,
-        resource_type,
-        [id.to_string()],
-        AccessOutcome::Success,
-        None,
-    );
-    Ok(Some(row.into()))
+    // From the request's cache: no second statement.
+    read_by_id::<R, T>(request, patient, resource_type, id).await
 }
 
 /// The appointments or encounters a filter asks for, narrowed to what the caller may read:
