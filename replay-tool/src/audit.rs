@@ -67,9 +67,8 @@ pub struct AuditArgs {
     /// Only accesses by this user id.
     #[arg(long)]
     actor: Option<String>,
-    /// Only accesses at or after this time (RFC 3339, or a date: YYYY-MM-DD).
-    #[arg(long, value_parser = parse_time)]
-    from: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    since: Since,
     /// Only accesses before this time (RFC 3339, or a date: YYYY-MM-DD, exclusive).
     #[arg(long, value_parser = parse_time)]
     to: Option<DateTime<Utc>>,
@@ -137,7 +136,24 @@ pub(crate) struct PatientLog {
     undecodable: usize,
 }
 
-pub(crate) async fn read_patient(kafka: &KafkaArgs, patient: Uuid) -> anyhow::Result<PatientLog> {
+/// Where a replay starts: the earliest access wanted, and how far writers' clocks may differ.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct Since {
+    /// Only accesses at or after this time (RFC 3339, or a date: YYYY-MM-DD); the read seeks
+    /// to where the partition reaches it.
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
+    /// How far apart (seconds) the audit writers' clocks may be: the seek aims this much
+    /// earlier than `--from`.
+    #[arg(long, default_value_t = 300)]
+    pub clock_skew: u32,
+}
+
+pub(crate) async fn read_patient(
+    kafka: &KafkaArgs,
+    patient: Uuid,
+    since: Since,
+) -> anyhow::Result<PatientLog> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
@@ -154,9 +170,30 @@ pub(crate) async fn read_patient(kafka: &KafkaArgs, patient: Uuid) -> anyhow::Re
         scanned: 0,
         undecodable: 0,
     };
+    let start = match since.from {
+        Some(from) if high > low => {
+            let skew = chrono::Duration::seconds(i64::from(since.clock_skew));
+            let (start, broker_right) = crate::seek::start_offset(
+                &consumer,
+                AUDIT_PHI_ACCESS,
+                partition,
+                (low, high),
+                from,
+                skew,
+            )?;
+            if !broker_right {
+                tracing::debug!(
+                    start,
+                    "the broker's offset for the time did not hold; searched"
+                );
+            }
+            start
+        }
+        _ => low,
+    };
     if high > low {
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
+        assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(start))?;
         consumer.assign(&assignment)?;
         // Read to the end of the partition as the broker reports it when a fetch comes back
         // empty (partition EOF), not to the high watermark read up front: that may trail the
@@ -220,13 +257,13 @@ impl PatientLog {
 async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let patient = args.patient.context("--patient is required")?;
-    let log = read_patient(kafka, patient).await?;
+    let log = read_patient(kafka, patient, args.since).await?;
     let accesses: Vec<PhiAccessed> = log
         .accesses
         .iter()
         .filter(|a| {
             args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
-                && args.from.is_none_or(|from| a.occurred_at >= from)
+                && args.since.from.is_none_or(|from| a.occurred_at >= from)
                 && args.to.is_none_or(|to| a.occurred_at < to)
                 && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
                 && args

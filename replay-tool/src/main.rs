@@ -12,6 +12,7 @@ mod provision;
 mod rebuild;
 mod reconcile;
 mod report;
+mod seek;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -12,7 +12,7 @@ use events::audit::PhiAccessed;
 use platform::config::KafkaArgs;
 use uuid::Uuid;
 
-use crate::audit::{name_of, neutralised, parse_time, read_patient};
+use crate::audit::{Since, name_of, neutralised, parse_time, read_patient};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -26,9 +26,8 @@ pub struct ReportArgs {
     /// The patient whose record the report accounts for.
     #[arg(long)]
     patient: Uuid,
-    /// Only accesses at or after this time (RFC 3339, or YYYY-MM-DD).
-    #[arg(long, value_parser = parse_time)]
-    from: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    since: Since,
     /// Only accesses before this time (RFC 3339, or YYYY-MM-DD; exclusive).
     #[arg(long, value_parser = parse_time)]
     to: Option<DateTime<Utc>>,
@@ -138,12 +137,12 @@ fn cells(l: &Line) -> [String; 12] {
 
 pub async fn run(kafka: &KafkaArgs, args: ReportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let log = read_patient(kafka, args.patient).await?;
+    let log = read_patient(kafka, args.patient, args.since).await?;
     let lines: Vec<Line> = log
         .accesses
         .iter()
         .filter(|a| {
-            args.from.is_none_or(|from| a.occurred_at >= from)
+            args.since.from.is_none_or(|from| a.occurred_at >= from)
                 && args.to.is_none_or(|to| a.occurred_at < to)
         })
         .map(line)
@@ -173,7 +172,7 @@ pub async fn run(kafka: &KafkaArgs, args: ReportArgs) -> anyhow::Result<()> {
 }
 
 fn table(args: &ReportArgs, lines: &[Line], summary: &[ActorSummary]) {
-    let period = match (args.from, args.to) {
+    let period = match (args.since.from, args.to) {
         (None, None) => "all time".to_string(),
         (from, to) => format!(
             "{} to {}",
