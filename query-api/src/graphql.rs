@@ -779,7 +779,9 @@ impl Query {
             .search(&search, after, first as i64 + 1)
             .await
             .map_err(|e| unavailable(&e))?;
-        // The accesses returned are about these patients: each gets a record of this read.
+        // The accesses returned are about these patients: each gets a record of this read; a
+        // search of one patient's accesses that finds none is a look at them all the same.
+        note_empty_search(request, search.patient_id, &rows);
         let (edges, page_info) = listed_page(request, rows, first, after.is_some());
         Ok(PhiAccessConnection { edges, page_info })
     }

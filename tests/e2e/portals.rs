@@ -172,6 +172,31 @@ async fn an_auditor_finds_a_break_the_glass_read_in_the_access_log_and_that_sear
         .await;
     assert_forbidden(&body);
 
+    // A search of a patient's accesses that finds none is on the record too.
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let empty = uuid::Uuid::new_v4().to_string();
+    let (status, _, body) = stack
+        .graphql(
+            &auditor,
+            &[("X-Request-Id", &empty)],
+            ACCESS_LOG_QUERY,
+            json!({"patient": nobody}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stack.replay_tool(&["audit", "--patient", &nobody, "--format", "jsonl"]);
+        if log.contains(&empty) && log.contains("AuditEvent") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the empty search was not audited: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The auditor's search is itself on the record, against the patient it showed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
