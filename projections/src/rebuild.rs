@@ -21,6 +21,10 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
 use crate::log_check::Stored;
 use crate::runner::{self, Projection, Record};
 
@@ -169,7 +173,8 @@ pub async fn rebuild<P: Projection>(
     })
 }
 
-/// Catches up and swaps the rebuilt schema in, atomically, with the projector paused.
+/// Catches up from the event store and swaps the rebuilt schema in, atomically, with the
+/// projector paused.
 async fn swap<P: Projection>(
     projection: &P,
     admin: &PgPool,
@@ -177,17 +182,22 @@ async fn swap<P: Projection>(
     position: i64,
     reset_offsets: &HashMap<(String, i32), Stored>,
 ) -> anyhow::Result<()> {
+    swap_with(projection, admin, reset_offsets, async |tx| {
+        catch_up_from_event_store(projection, tx, events, position).await
+    })
+    .await
+}
+
+/// The events the rebuild has not applied yet: those that committed late, behind the last
+/// position built, and the whole streams of aggregates still waiting for an earlier event.
+async fn catch_up_from_event_store<P: Projection>(
+    projection: &P,
+    tx: &mut PgConnection,
+    events: &PgPool,
+    position: i64,
+) -> anyhow::Result<()> {
     let name = projection.name();
     let topics = &projection.topics()[..];
-    let mut conn = admin.acquire().await?;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(&format!("SET LOCAL search_path = {BUILD_SCHEMA}, public"))
-        .execute(&mut *tx)
-        .await?;
     // Events that committed late, behind the last position built.
     let mut after = (position - CATCH_UP_WINDOW).max(0);
     loop {
@@ -196,7 +206,7 @@ async fn swap<P: Projection>(
             break;
         };
         let records = records(batch);
-        projection.apply(&mut tx, &records).await?;
+        projection.apply(&mut *tx, &records).await?;
         after = last;
     }
     // Aggregates still waiting for an earlier event: re-read their whole streams.
@@ -208,8 +218,31 @@ async fn swap<P: Projection>(
     .await?;
     if !waiting.is_empty() {
         let records = records(event_store::published_streams(events, topics, &waiting).await?);
-        projection.apply(&mut tx, &records).await?;
+        projection.apply(&mut *tx, &records).await?;
     }
+    Ok(())
+}
+
+/// Swaps the rebuilt schema in, atomically, with the projector paused: `catch_up` applies
+/// (in the swap's transaction, the build schema first on the search path) what the live model
+/// has and the rebuilt one lacks; the rebuilt model then takes over the live offsets.
+async fn swap_with<P: Projection>(
+    projection: &P,
+    admin: &PgPool,
+    reset_offsets: &HashMap<(String, i32), Stored>,
+    catch_up: impl AsyncFnOnce(&mut PgConnection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = projection.name();
+    let mut conn = admin.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(&format!("SET LOCAL search_path = {BUILD_SCHEMA}, public"))
+        .execute(&mut *tx)
+        .await?;
+    catch_up(&mut tx).await?;
     let live_schema: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
             .bind(READ_MODEL_SCHEMA)
@@ -256,7 +289,7 @@ async fn swap<P: Projection>(
         .await?;
     }
     sqlx::raw_sql(&format!(
-        "DROP TABLE {BUILD_SCHEMA}.rebuild_progress;
+        "DROP TABLE IF EXISTS {BUILD_SCHEMA}.rebuild_progress;
          {retire_live}
          ALTER SCHEMA {BUILD_SCHEMA} RENAME TO {READ_MODEL_SCHEMA};
          DROP SCHEMA IF EXISTS {READ_MODEL_SCHEMA}_replaced CASCADE;"
@@ -283,4 +316,217 @@ async fn take_over_offsets(conn: &mut PgConnection, projection: &str) -> Result<
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Where to rebuild a model whose history is its topic (the PHI access index), and how.
+#[derive(Debug, Clone)]
+pub struct TopicRebuildOptions {
+    /// The projection's database.
+    pub database_url: String,
+    pub brokers: String,
+    pub registry_url: String,
+    /// Records per transaction.
+    pub batch_size: usize,
+    /// Discard an interrupted rebuild instead of resuming it.
+    pub restart: bool,
+}
+
+/// A consumer that reports partition EOF (the end of what the log holds now).
+fn eof_consumer(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    platform::kafka::client_config(brokers)
+        .set("group.id", "healthplane-rebuild")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .context("cannot create a Kafka consumer")
+}
+
+/// Reads the assigned partitions to their ends (or `until`, exclusive, where given), decoding
+/// each record; calls `batch` with every `size` records and the offsets they reach.
+async fn read_partitions(
+    consumer: &BaseConsumer,
+    codec: &schemas::EventCodec,
+    mut open: Vec<(String, i32)>,
+    until: &HashMap<(String, i32), i64>,
+    size: usize,
+    mut batch: impl AsyncFnMut(Vec<Record>, HashMap<(String, i32), Stored>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let (mut records, mut offsets, mut skipped) = (Vec::new(), HashMap::new(), 0u64);
+    let deadline = Instant::now() + std::time::Duration::from_secs(24 * 3600);
+    while !open.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading the topic");
+        let message = match consumer.poll(std::time::Duration::from_millis(500)) {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                open.retain(|(_, p)| *p != partition);
+                continue;
+            }
+            Some(Err(e)) => return Err(e).context("reading the topic"),
+        };
+        let at = (message.topic().to_string(), message.partition());
+        if until.get(&at).is_some_and(|end| message.offset() >= *end) {
+            open.retain(|o| *o != at);
+            continue;
+        }
+        offsets.insert(
+            at,
+            Stored {
+                next: message.offset() + 1,
+                fingerprint: Some(crate::log_check::fingerprint(
+                    message.key(),
+                    message.payload(),
+                )),
+            },
+        );
+        match codec.decode_json(message.payload()).await {
+            Ok(json) => records.push(Record {
+                topic: message.topic().to_string(),
+                json,
+            }),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            // Already a dead letter of the live projector's.
+            Err(_) => skipped += 1,
+        }
+        if records.len() >= size {
+            batch(std::mem::take(&mut records), std::mem::take(&mut offsets)).await?;
+        }
+    }
+    if !records.is_empty() || !offsets.is_empty() {
+        batch(records, offsets).await?;
+    }
+    Ok(skipped)
+}
+
+/// Rebuilds a model whose history is its topics (the PHI access index, kept six years) from
+/// the log, and swaps it in: the topics are read to their current ends into the build schema
+/// (resumable: the build keeps its offsets), then, with the projector paused, the rebuild
+/// reads on to where the live projector is and takes over its offsets.
+pub async fn rebuild_from_topics<P: Projection>(
+    projection: &P,
+    options: &TopicRebuildOptions,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<Report> {
+    let name = projection.name();
+    let admin = platform::db::connect(&options.database_url, 2).await?;
+    let mut guard = admin.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('rebuild:' || $1))")
+            .bind(name)
+            .fetch_one(&mut *guard)
+            .await?;
+    anyhow::ensure!(
+        locked,
+        "another rebuild of the {name} projection is running"
+    );
+    if options.restart {
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE"))
+            .execute(&admin)
+            .await?;
+    }
+    let build = platform::db::connect_schema(&options.database_url, BUILD_SCHEMA, 2).await?;
+    runner::migrate(&build, projection).await?;
+    let resume = runner::stored_offsets(&build, name).await?;
+    let codec = schemas::EventCodec::new(&options.registry_url);
+    let consumer = eof_consumer(&options.brokers)?;
+    let mut assignment = TopicPartitionList::new();
+    let (mut open, mut total, mut resumed_at) = (Vec::new(), 0u64, 0u64);
+    for topic in projection.topics() {
+        let partitions = events::catalog::topic(topic)
+            .with_context(|| format!("{topic} is not in the topic catalog"))?
+            .partitions;
+        for partition in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
+                .context("cannot reach the broker")?;
+            let start = resume
+                .get(&(topic.to_string(), partition))
+                .map_or(low, |s| s.next.max(low));
+            resumed_at += (start - low).max(0) as u64;
+            total += (high - low).max(0) as u64;
+            if high > start {
+                assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+                open.push((topic.to_string(), partition));
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut done = resumed_at;
+    if !open.is_empty() {
+        consumer.assign(&assignment)?;
+    }
+    read_partitions(
+        &consumer,
+        &codec,
+        open,
+        &HashMap::new(),
+        options.batch_size,
+        async |records, offsets| {
+            let mut tx = build.begin().await?;
+            projection.apply(&mut tx, &records).await?;
+            runner::store_offsets(&mut tx, name, &offsets).await?;
+            tx.commit().await?;
+            done += records.len() as u64;
+            let rate = (done - resumed_at) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress(Progress {
+                done,
+                total: total.max(done),
+                events_per_second: rate,
+            });
+            Ok(())
+        },
+    )
+    .await?;
+    let built = runner::stored_offsets(&build, name).await?;
+    build.close().await;
+
+    swap_with(projection, &admin, &HashMap::new(), async |tx| {
+        // On to where the live projector is (its offsets are taken over next).
+        let live: Vec<(String, i32, i64)> = sqlx::query_as(&format!(
+            "SELECT topic, partition, next_offset FROM {READ_MODEL_SCHEMA}.projection_offsets
+             WHERE projection = $1"
+        ))
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap_or_default();
+        let mut assignment = TopicPartitionList::new();
+        let (mut open, mut until) = (Vec::new(), HashMap::new());
+        for (topic, partition, live_next) in live {
+            let from = built.get(&(topic.clone(), partition)).map_or(0, |s| s.next);
+            if live_next > from {
+                assignment.add_partition_offset(&topic, partition, Offset::Offset(from))?;
+                until.insert((topic.clone(), partition), live_next);
+                open.push((topic, partition));
+            }
+        }
+        if open.is_empty() {
+            return Ok(());
+        }
+        let consumer = eof_consumer(&options.brokers)?;
+        consumer.assign(&assignment)?;
+        read_partitions(
+            &consumer,
+            &codec,
+            open,
+            &until,
+            usize::MAX,
+            async |records, _| {
+                projection.apply(&mut *tx, &records).await?;
+                Ok(())
+            },
+        )
+        .await
+        .map(|_| ())
+    })
+    .await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('rebuild:' || $1))")
+        .bind(name)
+        .execute(&mut *guard)
+        .await?;
+    Ok(Report {
+        events: done,
+        resumed_at,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -633,7 +633,7 @@ impl<P: Projection> Session<'_, P> {
     }
 }
 
-async fn stored_offsets(
+pub(crate) async fn stored_offsets(
     pool: &PgPool,
     projection: &str,
 ) -> Result<HashMap<(String, i32), Stored>, sqlx::Error> {

@@ -38,7 +38,8 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Create the documented topics (idempotent) and register the Avro schemas.
     Bootstrap(bootstrap::BootstrapArgs),
-    /// Rebuild a read model from the event store into a fresh schema and swap it in.
+    /// Rebuild a read model from the event store (the PHI access index: from its topic) into
+    /// a fresh schema and swap it in.
     Rebuild(rebuild::RebuildArgs),
     /// Create the services' least-privileged PostgreSQL roles and their databases.
     ProvisionPostgres(provision::ProvisionArgs),
@@ -59,7 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Audit(args) => audit::run(&cli.kafka, args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.kafka, args).await,
-        Command::Rebuild(args) => rebuild::run(args).await,
+        Command::Rebuild(args) => rebuild::run(&cli.kafka, args).await,
         Command::ProvisionPostgres(args) => provision::run(args).await,
     }
 }

@@ -1,10 +1,14 @@
-//! `replay-tool rebuild`: rebuilds a read model from the event store while the old one keeps
+//! `replay-tool rebuild`: rebuilds a read model from the event store — or, for the PHI access
+//! index, whose history is its six-year topic, from the topic — while the old one keeps
 //! serving, then swaps it in atomically. Progress goes to stderr; an interrupted rebuild
 //! resumes where it stopped (`--restart` starts over).
 
 use std::time::{Duration, Instant};
 
-use projections::rebuild::{Progress, RebuildOptions, rebuild};
+use platform::config::KafkaArgs;
+use projections::rebuild::{
+    Progress, RebuildOptions, TopicRebuildOptions, rebuild, rebuild_from_topics,
+};
 use projections::{Projection, ProjectionArgs, with_projection};
 
 #[derive(Debug, clap::Args)]
@@ -20,14 +24,18 @@ pub struct RebuildArgs {
     restart: bool,
 }
 
-pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
+pub async fn run(kafka: &KafkaArgs, args: RebuildArgs) -> anyhow::Result<()> {
     with_projection!(args.model.projection, |projection| run_for(
-        projection, &args
+        projection, kafka, &args
     )
     .await)
 }
 
-async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Result<()> {
+async fn run_for<P: Projection>(
+    projection: P,
+    kafka: &KafkaArgs,
+    args: &RebuildArgs,
+) -> anyhow::Result<()> {
     let options = RebuildOptions {
         database_url: args.model.database_url(&projection),
         event_store_url: args.model.event_store_url.clone(),
@@ -37,7 +45,7 @@ async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Re
     };
     let name = projection.name();
     let mut last_print = Instant::now() - Duration::from_secs(1);
-    let report = rebuild(&projection, &options, |p: Progress| {
+    let print = |p: Progress| {
         if last_print.elapsed() >= Duration::from_millis(500) || p.done >= p.total {
             let percent = if p.total == 0 {
                 100.0
@@ -50,8 +58,19 @@ async fn run_for<P: Projection>(projection: P, args: &RebuildArgs) -> anyhow::Re
             );
             last_print = Instant::now();
         }
-    })
-    .await?;
+    };
+    let report = if projection.rebuilds_from_event_store() {
+        rebuild(&projection, &options, print).await?
+    } else {
+        let options = TopicRebuildOptions {
+            database_url: options.database_url,
+            brokers: kafka.kafka_brokers.clone(),
+            registry_url: kafka.schema_registry_url.clone(),
+            batch_size: args.batch_size.max(1) as usize,
+            restart: args.restart,
+        };
+        rebuild_from_topics(&projection, &options, print).await?
+    };
     let rate = (report.events - report.resumed_at) as f64 / report.seconds.max(1e-9);
     println!(
         "rebuilt {name}: {} events{} in {:.1} s ({rate:.0} events/s), swapped in",

@@ -174,6 +174,23 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
     assert_eq!(missing.len(), 1, "{stdout}");
     assert_eq!(missing[0]["event_id"], deleted.to_string());
 
+    // Rebuilt from the topic (its history), the index holds every access again, while the
+    // projector keeps running; the rebuild is swapped in and serves the query role.
+    let projector_url = Databases::as_role(
+        &stack.databases.audit,
+        platform::provision::Service::Projector,
+    );
+    let rebuilt = stack.replay_tool(&[
+        "rebuild",
+        "--projection",
+        "audit",
+        "--database-url",
+        &projector_url,
+    ]);
+    assert!(rebuilt.contains("swapped in"), "{rebuilt}");
+    let (status, stdout, stderr) = reconcile();
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+
     // Written straight to the topic: no signature.
     let patient: uuid::Uuid = id.parse().unwrap();
     let unsigned = produce(&stack, &forged(patient), OwnedHeaders::new()).await;
