@@ -89,25 +89,8 @@ pub async fn rebuild<P: Projection>(
          To rebuild it, stop the {name} projector, drop the schema read_model in its database, and \
          start the projector again: it replays the topic from the beginning"
     );
-    let admin = platform::db::connect(&options.database_url, 2).await?;
-    // One rebuild of a projection at a time.
-    let mut guard = admin.acquire().await?;
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('rebuild:' || $1))")
-            .bind(name)
-            .fetch_one(&mut *guard)
-            .await?;
-    anyhow::ensure!(
-        locked,
-        "another rebuild of the {name} projection is running"
-    );
-    if options.restart {
-        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE"))
-            .execute(&admin)
-            .await?;
-    }
-    let build = platform::db::connect_schema(&options.database_url, BUILD_SCHEMA, 2).await?;
-    runner::migrate(&build, projection).await?;
+    let (admin, mut guard, build) =
+        begin(projection, &options.database_url, options.restart).await?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS rebuild_progress (
             id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -171,6 +154,36 @@ pub async fn rebuild<P: Projection>(
         resumed_at: resumed_at as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Takes the projection's rebuild lock (one rebuild at a time; held by the returned
+/// connection) and opens the build schema, fresh if `restart`: the admin pool, the lock's
+/// connection, the build pool.
+async fn begin<P: Projection>(
+    projection: &P,
+    database_url: &str,
+    restart: bool,
+) -> anyhow::Result<(PgPool, sqlx::pool::PoolConnection<sqlx::Postgres>, PgPool)> {
+    let name = projection.name();
+    let admin = platform::db::connect(database_url, 2).await?;
+    let mut guard = admin.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('rebuild:' || $1))")
+            .bind(name)
+            .fetch_one(&mut *guard)
+            .await?;
+    anyhow::ensure!(
+        locked,
+        "another rebuild of the {name} projection is running"
+    );
+    if restart {
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE"))
+            .execute(&admin)
+            .await?;
+    }
+    let build = platform::db::connect_schema(database_url, BUILD_SCHEMA, 2).await?;
+    runner::migrate(&build, projection).await?;
+    Ok((admin, guard, build))
 }
 
 /// Catches up from the event store and swaps the rebuilt schema in, atomically, with the
@@ -408,24 +421,8 @@ pub async fn rebuild_from_topics<P: Projection>(
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Report> {
     let name = projection.name();
-    let admin = platform::db::connect(&options.database_url, 2).await?;
-    let mut guard = admin.acquire().await?;
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('rebuild:' || $1))")
-            .bind(name)
-            .fetch_one(&mut *guard)
-            .await?;
-    anyhow::ensure!(
-        locked,
-        "another rebuild of the {name} projection is running"
-    );
-    if options.restart {
-        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE"))
-            .execute(&admin)
-            .await?;
-    }
-    let build = platform::db::connect_schema(&options.database_url, BUILD_SCHEMA, 2).await?;
-    runner::migrate(&build, projection).await?;
+    let (admin, mut guard, build) =
+        begin(projection, &options.database_url, options.restart).await?;
     let resume = runner::stored_offsets(&build, name).await?;
     let codec = schemas::EventCodec::new(&options.registry_url);
     let consumer = eof_consumer(&options.brokers)?;
