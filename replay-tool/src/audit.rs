@@ -85,6 +85,46 @@ pub struct AuditArgs {
     format: Format,
 }
 
+/// Progress on stderr while a long read runs, when stderr is a terminal (never in a pipe or a
+/// log): records read and how far through the offsets it is, redrawn at most twice a second.
+pub(crate) struct ProgressLine {
+    shown: bool,
+    last: std::time::Instant,
+    tty: bool,
+}
+
+impl ProgressLine {
+    pub(crate) fn new() -> Self {
+        use std::io::IsTerminal;
+        ProgressLine {
+            shown: false,
+            last: std::time::Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// `done` records read, `fraction` of the offsets covered.
+    pub(crate) fn update(&mut self, done: usize, fraction: f64) {
+        if !self.tty || self.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        eprint!(
+            "\r{done} records read ({:.0}%)\x1b[K",
+            (fraction * 100.0).clamp(0.0, 100.0)
+        );
+    }
+
+    /// Clears the line before the summary.
+    pub(crate) fn finish(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
 /// A consumer context that does not log partition EOF, which the replay reads on purpose to
 /// know it reached the end (librdkafka reports it as a "global error"); other errors are
 /// logged as before.
@@ -199,6 +239,7 @@ pub(crate) async fn read_patient(
         // empty (partition EOF), not to the high watermark read up front: that may trail the
         // last batch (the embedded broker reports it low), and auditors must see every access.
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let mut progress = ProgressLine::new();
         loop {
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
@@ -209,10 +250,17 @@ pub(crate) async fn read_patient(
             };
             let message = match message {
                 Ok(m) => m,
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                    progress.finish();
+                    break;
+                }
                 Err(e) => return Err(e).context("reading the audit log"),
             };
             log.scanned += 1;
+            progress.update(
+                log.scanned,
+                (message.offset() - start + 1) as f64 / (high - start).max(1) as f64,
+            );
             if message.key() != Some(key.as_bytes()) {
                 continue;
             }

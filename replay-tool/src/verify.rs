@@ -150,6 +150,7 @@ pub(crate) async fn scan_audit_log(
     let mut assignment = TopicPartitionList::new();
     let mut reports: BTreeMap<i32, PartitionReport> = BTreeMap::new();
     let mut open = Vec::new();
+    let mut expected = 0usize;
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
@@ -164,12 +165,16 @@ pub(crate) async fn scan_audit_log(
         if high > low {
             assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
             open.push(partition);
+            expected += (high - low) as usize;
         }
     }
     if !open.is_empty() {
         consumer.assign(&assignment)?;
     }
     let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut progress = crate::audit::ProgressLine::new();
+    let mut read = 0usize;
+    let expected = expected.max(1);
     while !open.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "timed out reading the audit log");
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
@@ -187,8 +192,11 @@ pub(crate) async fn scan_audit_log(
         report.records += 1;
         report.first_offset.get_or_insert(message.offset());
         report.last_offset = Some(message.offset());
+        read += 1;
+        progress.update(read, read as f64 / expected as f64);
         each(&message).await?;
     }
+    progress.finish();
     Ok(reports)
 }
 

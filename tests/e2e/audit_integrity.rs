@@ -331,6 +331,8 @@ async fn every_replay_filter_picks_exactly_its_accesses() {
         args.extend_from_slice(filters);
         let (status, _, stderr) = tests::replay_tool_status(&stack.cluster, &args);
         assert_eq!(status, 0, "{stderr}");
+        // No progress line in a pipe (it is drawn only on a terminal).
+        assert!(!stderr.contains('\r'), "{stderr:?}");
         let summary = stderr
             .lines()
             .find(|l| l.contains("scanned"))
