@@ -6,6 +6,7 @@
 //! `LATERAL` page per patient, which is what the nested connections' DataLoaders call.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use events::patient::{Address, ContactPoint, Identifier};
@@ -448,22 +449,6 @@ async fn pages_of(
     bind(query).fetch_all(db.statement()).await
 }
 
-/// [`pages_of`] appointments or encounters narrowed by `filter` (the range on the start).
-async fn timelines_of(
-    db: &ReadPool,
-    (table, start): Timeline,
-    conditions: &'static str,
-    patients: &[Uuid],
-    filter: &TimelineFilter,
-    window: Window,
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let (status, from, to) = (filter.status.clone(), filter.from, filter.to);
-    pages_of(db, (table, start), conditions, patients, window, |q| {
-        q.bind(status).bind(from).bind(to)
-    })
-    .await
-}
-
 /// The rows of `table` with the given ids, in one statement.
 async fn by_ids<T: serde::de::DeserializeOwned>(
     db: &ReadPool,
@@ -479,51 +464,86 @@ async fn by_ids<T: serde::de::DeserializeOwned>(
     decode_rows(rows)
 }
 
-/// The appointment read model (`appointment_service`).
+/// A read model of appointments or encounters (`appointment_service`, `encounter_service`):
+/// one table of patients' records ordered by their start, filtered alike.
 #[derive(Debug, Clone)]
-pub struct Appointments {
+pub struct TimelineModel<R> {
     db: ReadPool,
+    /// The table and its start column.
+    table: Timeline,
+    /// `TimelineFilter` as SQL on that table (parameters `$5`–`$7`).
+    conditions: &'static str,
+    row: PhantomData<fn() -> R>,
 }
 
-const APPOINTMENTS: Timeline = ("appointments", "start_at");
-const APPOINTMENT_CONDITIONS: &str = "AND ($5::TEXT IS NULL OR t.status = $5)
-     AND ($6::TIMESTAMPTZ IS NULL OR t.start_at >= $6)
-     AND ($7::TIMESTAMPTZ IS NULL OR t.start_at < $7)";
+/// The appointment read model.
+pub type Appointments = TimelineModel<AppointmentRow>;
+/// The encounter read model.
+pub type Encounters = TimelineModel<EncounterRow>;
 
 impl Appointments {
     pub fn new(db: ReadPool) -> Self {
-        Appointments { db }
+        TimelineModel::on(
+            db,
+            ("appointments", "start_at"),
+            "AND ($5::TEXT IS NULL OR t.status = $5)
+             AND ($6::TIMESTAMPTZ IS NULL OR t.start_at >= $6)
+             AND ($7::TIMESTAMPTZ IS NULL OR t.start_at < $7)",
+        )
+    }
+}
+
+impl Encounters {
+    pub fn new(db: ReadPool) -> Self {
+        TimelineModel::on(
+            db,
+            ("encounters", "started_at"),
+            "AND ($5::TEXT IS NULL OR t.status = $5)
+             AND ($6::TIMESTAMPTZ IS NULL OR t.started_at >= $6)
+             AND ($7::TIMESTAMPTZ IS NULL OR t.started_at < $7)",
+        )
+    }
+}
+
+impl<R: serde::de::DeserializeOwned> TimelineModel<R> {
+    fn on(db: ReadPool, table: Timeline, conditions: &'static str) -> Self {
+        TimelineModel {
+            db,
+            table,
+            conditions,
+            row: PhantomData,
+        }
     }
 
-    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<AppointmentRow>, sqlx::Error> {
-        by_ids(&self.db, APPOINTMENTS.0, ids).await
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<R>, sqlx::Error> {
+        by_ids(&self.db, self.table.0, ids).await
     }
 
-    /// Up to `limit` appointments matching `search` after `after` (start, id), by start.
+    /// Up to `limit` records matching `search` after `after` (start, id), by start.
     pub async fn search(
         &self,
         search: &TimelineSearch,
         after: Option<Position>,
         limit: i64,
-    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
-        timeline(&self.db, APPOINTMENTS, search, after, limit).await
+    ) -> Result<Vec<R>, sqlx::Error> {
+        timeline(&self.db, self.table, search, after, limit).await
     }
 
-    /// A page (or the count) of the appointments of each of `patients` matching `filter`,
-    /// by start.
+    /// A page (or the count) of the records of each of `patients` matching `filter`, by start.
     pub async fn of(
         &self,
         patients: &[Uuid],
         filter: &TimelineFilter,
         window: Window,
     ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-        timelines_of(
+        let (status, from, to) = (filter.status.clone(), filter.from, filter.to);
+        pages_of(
             &self.db,
-            APPOINTMENTS,
-            APPOINTMENT_CONDITIONS,
+            self.table,
+            self.conditions,
             patients,
-            filter,
             window,
+            |q| q.bind(status).bind(from).bind(to),
         )
         .await
     }
@@ -556,56 +576,6 @@ pub struct EncounterRow {
 impl OfPatient for EncounterRow {
     fn patient_id(&self) -> Uuid {
         self.patient_id
-    }
-}
-
-/// The encounter read model (`encounter_service`).
-#[derive(Debug, Clone)]
-pub struct Encounters {
-    db: ReadPool,
-}
-
-const ENCOUNTERS: Timeline = ("encounters", "started_at");
-const ENCOUNTER_CONDITIONS: &str = "AND ($5::TEXT IS NULL OR t.status = $5)
-     AND ($6::TIMESTAMPTZ IS NULL OR t.started_at >= $6)
-     AND ($7::TIMESTAMPTZ IS NULL OR t.started_at < $7)";
-
-impl Encounters {
-    pub fn new(db: ReadPool) -> Self {
-        Encounters { db }
-    }
-
-    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<EncounterRow>, sqlx::Error> {
-        by_ids(&self.db, ENCOUNTERS.0, ids).await
-    }
-
-    /// Up to `limit` encounters matching `search` after `after` (start, id), by start.
-    pub async fn search(
-        &self,
-        search: &TimelineSearch,
-        after: Option<Position>,
-        limit: i64,
-    ) -> Result<Vec<EncounterRow>, sqlx::Error> {
-        timeline(&self.db, ENCOUNTERS, search, after, limit).await
-    }
-
-    /// A page (or the count) of the encounters of each of `patients` matching `filter`,
-    /// by start.
-    pub async fn of(
-        &self,
-        patients: &[Uuid],
-        filter: &TimelineFilter,
-        window: Window,
-    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-        timelines_of(
-            &self.db,
-            ENCOUNTERS,
-            ENCOUNTER_CONDITIONS,
-            patients,
-            filter,
-            window,
-        )
-        .await
     }
 }
 
