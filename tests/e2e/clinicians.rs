@@ -443,6 +443,27 @@ async fn a_patient_reads_their_own_records_on_every_path_and_no_one_elses_and_ea
     );
     assert!(body["data"]["encounters"]["totalCount"].is_null(), "{body}");
 
+    // A status outside the code set is the caller's mistake, named, not an empty list.
+    let (_, _, body) = stack
+        .graphql(
+            &own,
+            &[],
+            "{ appointments(filter: {status: \"bogus\"}) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fulfilled"),
+        "{body}"
+    );
+
     // Unfiltered lists hold only her own.
     let (_, _, body) = stack
         .graphql(&own, &[], "{ appointments { edges { node { patientId } } } encounters { edges { node { patientId } } } }", json!({}))
