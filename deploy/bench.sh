@@ -5,7 +5,10 @@
 #   (HEALTHPLANE_BENCH_EVENTS sets the event count);
 # - GraphQL latency at fixed rates: patient(id) at 1,000 req/s and a patient with four nested
 #   connections at 300 req/s, each with its audit write, next to { __typename } on the same
-#   server, and the query API's RSS (HEALTHPLANE_BENCH_SECONDS sets each run's length).
+#   server, and the query API's RSS (HEALTHPLANE_BENCH_SECONDS sets each run's length);
+# - the audit log: full-log replay and verify next to a raw consume of the same topic, and a
+#   patient's access report from a 10-million-row audit index (HEALTHPLANE_BENCH_AUDIT_RECORDS,
+#   HEALTHPLANE_BENCH_AUDIT_ROWS set the sizes).
 # Extra arguments pick benchmarks: ./deploy/bench.sh graphql
 set -euo pipefail
 # The benchmarks run the release binaries (cargo bench builds its own code in release too).
@@ -18,7 +21,7 @@ build_binaries
 start_throwaway_cluster bench
 
 cd "$HP_ROOT"
-for bench in "${@:-projection graphql}"; do
+for bench in "${@:-projection graphql audit}"; do
   for name in $bench; do
     log "running the $name benchmark"
     cargo bench -p tests --bench "$name"

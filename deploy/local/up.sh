@@ -44,6 +44,7 @@ require_free_port 8081 "schema registry"
 require_free_port 8082 "command API"
 require_free_port 8080 "GraphQL API"
 for port in 9101 9102 9103 9104 9105 9106; do require_free_port "$port" "projector metrics"; done
+require_free_port 9107 "audit sealer metrics"
 
 RUNDIR=$(mktemp -d -t healthplane-up.XXXXXX)
 supervisors=()
@@ -130,6 +131,13 @@ fi
 export HEALTHPLANE_AUDIT_SIGNING_KEY_FILE=$DATA/secrets/audit-signing.key HEALTHPLANE_AUDIT_KEYRING=$DATA/audit-keyring
 start query-api env HEALTHPLANE_POSTGRES_URL="$(pg_as query)" "$HP_BIN/query-api"
 wait_http http://127.0.0.1:8080/health/ready 60 || die "the GraphQL API did not start; see $DATA/logs/query-api.log"
+# The sealer signs its checkpoints with a key of its own, trusted by the same keyring.
+if [ ! -s "$DATA/secrets/audit-sealer.key" ]; then
+  log "making the audit sealer's signing key ($DATA/secrets/audit-sealer.key)"
+  "$HP_BIN/replay-tool" audit keygen --key "$DATA/secrets/audit-sealer.key" --keyring "$DATA/audit-keyring" >/dev/null
+fi
+start audit-sealer env HEALTHPLANE_POSTGRES_URL="$(pg_as projector)" HEALTHPLANE_AUDIT_SIGNING_KEY_FILE="$DATA/secrets/audit-sealer.key" "$HP_BIN/audit-sealer"
+wait_http http://127.0.0.1:9107/health/ready 60 || die "the audit sealer did not start; see $DATA/logs/audit-sealer.log"
 
 cat <<MSG
 
@@ -140,6 +148,7 @@ Healthplane is up.
   Kafka (tansu)     localhost:9092
   PostgreSQL        127.0.0.1:5432                    (services: roles healthplane_*, passwords in $DATA/secrets)
   Projectors        patient, appointment, encounter, laboratory, pharmacy, audit: health and metrics on :9101-:9106
+  Audit sealer      signed checkpoints over the PHI access log every minute: health and metrics on :9107
   Logs              $DATA/logs/
 
 Try it:

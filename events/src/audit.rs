@@ -56,3 +56,41 @@ pub struct PhiAccessed {
     /// user gave; absent otherwise.
     pub detail: Option<String>,
 }
+
+/// `event_type` of an audit checkpoint.
+pub const AUDIT_CHECKPOINT_SEALED: &str = "AuditCheckpointSealed";
+
+/// A signed checkpoint over one partition of the audit log, written by the audit sealer to
+/// `healthcare.audit.phi_access.checkpoints` (key: the partition number).
+///
+/// The sealer numbers the records of each partition itself (1, 2, ...: Kafka offsets may have
+/// gaps) and folds each into a SHA-256 hash chain; a checkpoint covers the records read since
+/// the previous one (`start_offset` up to, not including, `end_offset`) and names the chain's
+/// head after the last of them, the hash of the previous checkpoint's value bytes, and how
+/// many records the partition's chain holds. A checkpoint with no new records still proves the
+/// sealer was running and saw nothing more (see `replay-tool audit verify`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub sealed_at: DateTime<Utc>,
+    /// The sealed topic (`healthcare.audit.phi_access`).
+    pub topic: String,
+    pub partition: i32,
+    /// This checkpoint's number within the partition, from 1.
+    pub sequence: i64,
+    /// The first offset covered: the previous checkpoint's `end_offset` (0 for the first).
+    pub start_offset: i64,
+    /// One past the last offset covered.
+    pub end_offset: i64,
+    /// Records covered by this checkpoint.
+    pub record_count: i64,
+    /// Records in the partition's chain through `end_offset`.
+    pub chain_length: i64,
+    /// The chain's head after the last covered record (hex SHA-256).
+    pub chain_hash: String,
+    /// SHA-256 (hex) of the previous checkpoint's value bytes; absent on the first.
+    pub previous_checkpoint: Option<String>,
+    /// The sealer instance that wrote it (host name and process id).
+    pub sealer: String,
+}

@@ -21,6 +21,9 @@ pub const OBSERVATION_CREATED: &str = "healthcare.observation.created";
 pub const MEDICATION_PRESCRIBED: &str = "healthcare.medication.prescribed";
 /// `healthcare.audit.phi_access`: the six-year PHI access log.
 pub const AUDIT_PHI_ACCESS: &str = "healthcare.audit.phi_access";
+/// `healthcare.audit.phi_access.checkpoints`: the audit sealer's signed, chained checkpoints
+/// over the PHI access log, kept as long as the log.
+pub const AUDIT_CHECKPOINTS: &str = "healthcare.audit.phi_access.checkpoints";
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -48,6 +51,12 @@ impl TopicSpec {
     pub fn value_subject(&self) -> String {
         value_subject(self.name)
     }
+
+    /// Whether the outbox relay publishes domain events (with the envelope) on it, as opposed
+    /// to the audit log and its checkpoints.
+    pub fn carries_domain_events(&self) -> bool {
+        self.producer == RELAY
+    }
 }
 
 /// The Schema Registry subject of a topic's record values (TopicNameStrategy).
@@ -74,7 +83,7 @@ const fn spec(
 }
 
 /// Every documented topic, in catalog order.
-pub const CATALOG: [TopicSpec; 9] = [
+pub const CATALOG: [TopicSpec; 10] = [
     spec(
         PATIENT_CREATED,
         6,
@@ -145,7 +154,15 @@ pub const CATALOG: [TopicSpec; 9] = [
         2190,
         "patient id",
         "query-api",
-        &["projections: audit", "replay-tool audit"],
+        &["projections: audit", "replay-tool audit", "audit-sealer"],
+    ),
+    spec(
+        AUDIT_CHECKPOINTS,
+        1,
+        2190,
+        "sealed partition of the audit log",
+        "audit-sealer",
+        &["replay-tool audit verify", "audit-sealer (on restart)"],
     ),
 ];
 
@@ -171,12 +188,21 @@ mod tests {
         );
         assert_eq!(topic(PATIENT_CREATED).unwrap().retention_ms(), 604_800_000);
         assert_eq!(audit.value_subject(), "healthcare.audit.phi_access-value");
-        for t in CATALOG {
+        for t in CATALOG.iter().filter(|t| t.name != AUDIT_CHECKPOINTS) {
             let rest = t
                 .name
                 .strip_prefix("healthcare.")
                 .expect("healthcare.<aggregate>.<event>");
             assert_eq!(rest.split('.').count(), 2, "{}", t.name);
         }
+        // The checkpoints live beside the log they seal, as long as it.
+        let checkpoints = topic(AUDIT_CHECKPOINTS).unwrap();
+        assert!(checkpoints.name.starts_with(AUDIT_PHI_ACCESS));
+        assert_eq!(checkpoints.retention_ms(), audit.retention_ms());
+        let domain: Vec<_> = CATALOG
+            .iter()
+            .filter(|t| t.carries_domain_events())
+            .collect();
+        assert_eq!(domain.len(), 8);
     }
 }

@@ -6,7 +6,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
+use crate::audit::{
+    AUDIT_CHECKPOINT_SEALED, AccessAction, AccessOutcome, AuditCheckpoint, PHI_ACCESSED,
+    PhiAccessed,
+};
 use crate::catalog;
 use crate::clinical::{Coding, Quantity, UCUM};
 use crate::patient::{Address, ContactPoint, Demographics, Gender, HumanName, Identifier};
@@ -89,6 +92,9 @@ pub fn example_record(topic: &str, key: Uuid) -> Option<serde_json::Value> {
     if topic == catalog::AUDIT_PHI_ACCESS {
         return Some(audit_example(key));
     }
+    if topic == catalog::AUDIT_CHECKPOINTS {
+        return Some(checkpoint_example());
+    }
     crate::registry::by_topic(topic).map(|kind| (kind.example)(key))
 }
 
@@ -111,6 +117,27 @@ fn audit_example(key: Uuid) -> serde_json::Value {
         request_id: "req-7f3a9c".into(),
         service: "query-api".into(),
         detail: None,
+    })
+}
+
+/// The third checkpoint over partition 7 of the audit log.
+fn checkpoint_example() -> serde_json::Value {
+    to_json(&AuditCheckpoint {
+        event_id: Uuid::from_u128(0x0190_a0e4_7000_7000_8000_0000_0000_cc03),
+        event_type: AUDIT_CHECKPOINT_SEALED.into(),
+        sealed_at: at(14, 6),
+        topic: catalog::AUDIT_PHI_ACCESS.into(),
+        partition: 7,
+        sequence: 3,
+        start_offset: 1_200,
+        end_offset: 1_342,
+        record_count: 142,
+        chain_length: 1_342,
+        chain_hash: "9f2c6a0d5e81b7f34c1a9e0d27b6f5c38a4e1d0b9c7f26e5a3d8b1c4f7e0a2d6".into(),
+        previous_checkpoint: Some(
+            "4b7e1f0a9c3d6e2b8a5f1c7d0e4b9a3f6c2d8e1b7a0f5c9d3e6b2a8f4c1d7e0b".into(),
+        ),
+        sealer: "audit-sealer-0/1".into(),
     })
 }
 

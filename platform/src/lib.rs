@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod chain;
 pub mod client_ip;
 pub mod config;
 pub mod consistency;

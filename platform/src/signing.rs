@@ -106,6 +106,27 @@ impl RecordSigner {
     pub fn sign(&self, topic: &str, key: &[u8], value: &[u8]) -> String {
         STANDARD.encode(self.pair.sign(&signed_bytes(topic, key, value)).as_ref())
     }
+
+    /// `headers` with the record's key id and signature added ([`KEY_ID_HEADER`],
+    /// [`SIGNATURE_HEADER`]).
+    pub fn signed_headers(
+        &self,
+        headers: rdkafka::message::OwnedHeaders,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> rdkafka::message::OwnedHeaders {
+        let signature = self.sign(topic, key, value);
+        headers
+            .insert(rdkafka::message::Header {
+                key: KEY_ID_HEADER,
+                value: Some(self.key_id.as_str()),
+            })
+            .insert(rdkafka::message::Header {
+                key: SIGNATURE_HEADER,
+                value: Some(signature.as_str()),
+            })
+    }
 }
 
 /// Why a record's signature does not hold.

@@ -11,7 +11,7 @@ use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
 use events::catalog::AUDIT_PHI_ACCESS;
 use platform::kafka::RenewingProducer;
 use platform::metrics::Metrics;
-use platform::signing::{KEY_ID_HEADER, RecordSigner, SIGNATURE_HEADER};
+use platform::signing::RecordSigner;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -119,7 +119,6 @@ impl AuditLog {
             .map_err(|e| e.to_string())?;
         let key = access.patient_id.to_string();
         let event_id = access.event_id.to_string();
-        let signature = self.signer.sign(AUDIT_PHI_ACCESS, key.as_bytes(), &bytes);
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "event_type",
@@ -132,15 +131,10 @@ impl AuditLog {
             .insert(Header {
                 key: "correlation_id",
                 value: Some(access.request_id.as_str()),
-            })
-            .insert(Header {
-                key: KEY_ID_HEADER,
-                value: Some(self.signer.key_id()),
-            })
-            .insert(Header {
-                key: SIGNATURE_HEADER,
-                value: Some(signature.as_str()),
             });
+        let headers = self
+            .signer
+            .signed_headers(headers, AUDIT_PHI_ACCESS, key.as_bytes(), &bytes);
         let record = FutureRecord::to(AUDIT_PHI_ACCESS)
             .key(&key)
             .payload(&bytes)

@@ -23,9 +23,17 @@ pub enum Format {
     Csv,
 }
 
-/// `replay-tool audit`: replay one patient's accesses, or one of the log's other tasks.
+/// `replay-tool audit`: replay the accesses that match (one patient's, or every partition's),
+/// or one of the log's other tasks.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Exit status: 0 done (or clean), 1 the command could not run (e.g. the broker \
+                  or registry did not answer; the reason is on stderr), 2 verify or reconcile \
+                  found something. Reports go to stdout; the summary, warnings and, on a \
+                  terminal, a progress line go to stderr."
+)]
 pub struct AuditCommand {
     #[command(subcommand)]
     task: Option<AuditTask>,
@@ -35,8 +43,9 @@ pub struct AuditCommand {
 
 #[derive(Debug, clap::Subcommand)]
 enum AuditTask {
-    /// Check every record of the audit log against the writers' keyring: each must be signed
-    /// by a trusted key and unchanged. Exit 0 when clean, 2 when something is found.
+    /// Check the audit log: every record signed by a trusted key, and every partition's hash
+    /// chain against the sealer's signed checkpoints (nothing altered, deleted, inserted,
+    /// reordered or cut off since it was sealed). Exit 0 when clean, 2 when something is found.
     Verify(crate::verify::VerifyArgs),
     /// Make an audit writer's signing key and add its public key to a keyring.
     Keygen(crate::verify::KeygenArgs),
@@ -61,8 +70,10 @@ pub async fn run(kafka: &KafkaArgs, command: AuditCommand) -> anyhow::Result<()>
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// The patient whose accesses to list.
-    #[arg(long, required = true)]
+    /// The patient whose accesses to list (reads only their partition); without it, every
+    /// partition is read (e.g. `--actor` for what one user looked at, `--purpose ETREAT` for
+    /// every break-the-glass read).
+    #[arg(long)]
     patient: Option<Uuid>,
     /// Only accesses by this user id.
     #[arg(long)]
@@ -240,6 +251,7 @@ pub(crate) async fn read_patient(
         // last batch (the embedded broker reports it low), and auditors must see every access.
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         let mut progress = ProgressLine::new();
+        let mut last: Option<i64> = None;
         loop {
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
@@ -256,6 +268,10 @@ pub(crate) async fn read_patient(
                 }
                 Err(e) => return Err(e).context("reading the audit log"),
             };
+            if last.is_some_and(|last| message.offset() <= last) {
+                continue; // delivered again, not another record
+            }
+            last = Some(message.offset());
             log.scanned += 1;
             progress.update(
                 log.scanned,
@@ -304,26 +320,60 @@ impl PatientLog {
 
 async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let patient = args.patient.context("--patient is required")?;
-    let log = read_patient(kafka, patient, args.since).await?;
-    let accesses: Vec<PhiAccessed> = log
-        .accesses
-        .iter()
-        .filter(|a| {
-            args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
-                && args.since.from.is_none_or(|from| a.occurred_at >= from)
-                && args.to.is_none_or(|to| a.occurred_at < to)
-                && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
-                && args
-                    .outcome
-                    .as_ref()
-                    .is_none_or(|x| name_of(a.outcome) == *x)
-                && args.purpose.as_ref().is_none_or(|x| a.purpose_of_use == *x)
-        })
-        .cloned()
-        .collect();
+    let wanted = |a: &PhiAccessed| {
+        args.actor.as_ref().is_none_or(|actor| &a.actor.id == actor)
+            && args.since.from.is_none_or(|from| a.occurred_at >= from)
+            && args.to.is_none_or(|to| a.occurred_at < to)
+            && args.action.as_ref().is_none_or(|x| name_of(a.action) == *x)
+            && args
+                .outcome
+                .as_ref()
+                .is_none_or(|x| name_of(a.outcome) == *x)
+            && args.purpose.as_ref().is_none_or(|x| a.purpose_of_use == *x)
+    };
+    if let Some(patient) = args.patient {
+        let log = read_patient(kafka, patient, args.since).await?;
+        let accesses: Vec<PhiAccessed> =
+            log.accesses.iter().filter(|a| wanted(a)).cloned().collect();
+        print(&accesses, args.format)?;
+        log.summarize(accesses.len(), started);
+        return Ok(());
+    }
+    // Every patient: every partition, from where it reaches `--from`.
+    let codec = EventCodec::new(&kafka.schema_registry_url);
+    let mut accesses = Vec::new();
+    let mut undecodable = 0usize;
+    let reports = crate::verify::scan_audit_log(kafka, Some(args.since), async |message| {
+        match codec.decode::<PhiAccessed>(message.payload()).await {
+            Ok(access) if wanted(&access) => accesses.push(access),
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                return Err(e).context("the schema registry is unavailable");
+            }
+            Err(e) => {
+                undecodable += 1;
+                eprintln!(
+                    "warning: skipping undecodable audit record at partition {} offset {}: {e}",
+                    message.partition(),
+                    message.offset()
+                );
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    accesses.sort_by_key(|a| a.occurred_at);
     print(&accesses, args.format)?;
-    log.summarize(accesses.len(), started);
+    if undecodable > 0 {
+        eprintln!("warning: {undecodable} audit record(s) could not be decoded");
+    }
+    let scanned: u64 = reports.values().map(|r| r.records).sum();
+    eprintln!(
+        "{scanned} record(s) of {} partitions scanned, {} matched, in {:.1} s",
+        reports.len(),
+        accesses.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -375,6 +425,30 @@ pub(crate) fn neutralised(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A plain-text table (no borders: it is read in a terminal and pasted into reports), with
+/// `comfy-table` measuring the columns.
+pub(crate) fn render_table<H: ToString, R: AsRef<[C]>, C: ToString>(
+    header: &[H],
+    rows: &[R],
+) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header.iter().map(ToString::to_string));
+    for row in rows {
+        table.add_row(row.as_ref().iter().map(ToString::to_string));
+    }
+    // Columns start at the line's start and are two spaces apart.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The accesses as CSV, with a header row.
 fn csv(accesses: &[PhiAccessed]) -> anyhow::Result<String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -395,26 +469,7 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
         Format::Csv => print!("{}", csv(accesses)?),
         Format::Table => {
             let rows: Vec<[String; 13]> = accesses.iter().map(row).collect();
-            let mut widths = COLUMNS.map(str::len);
-            for r in &rows {
-                for (w, f) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(f.len());
-                }
-            }
-            let line = |fields: &[String]| {
-                fields
-                    .iter()
-                    .zip(widths)
-                    .map(|(f, w)| format!("{f:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_string()
-            };
-            println!("{}", line(&COLUMNS.map(str::to_string)));
-            for r in &rows {
-                println!("{}", line(r));
-            }
+            println!("{}", render_table(&COLUMNS, &rows));
             println!(
                 "({} access{})",
                 rows.len(),
@@ -427,7 +482,13 @@ fn print(accesses: &[PhiAccessed], format: Format) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::neutralised;
+    use super::{neutralised, render_table};
+
+    #[test]
+    fn tables_start_at_the_line_start_with_aligned_columns() {
+        let table = render_table(&["a", "bb"], &[["xyz", "1"], ["p", "22"]]);
+        assert_eq!(table, "a    bb\nxyz  1\np    22");
+    }
 
     fn cell(s: &str) -> String {
         let mut writer = csv::Writer::from_writer(Vec::new());

@@ -12,6 +12,7 @@ mod provision;
 mod rebuild;
 mod reconcile;
 mod report;
+mod seals;
 mod seek;
 mod verify;
 

@@ -42,7 +42,7 @@ pub async fn run(kafka: &KafkaArgs, args: ReconcileArgs) -> anyhow::Result<()> {
     // Event id -> (partition, offset) on the topic.
     let mut on_topic: HashMap<Uuid, (i32, i64)> = HashMap::new();
     let mut undecodable = Vec::new();
-    crate::verify::scan_audit_log(kafka, async |message| {
+    crate::verify::scan_audit_log(kafka, None, async |message| {
         match codec.decode::<PhiAccessed>(message.payload()).await {
             Ok(access) => {
                 on_topic.insert(access.event_id, (message.partition(), message.offset()));

@@ -1,7 +1,11 @@
 //! `replay-tool audit verify`: reads every partition of `healthcare.audit.phi_access` to its
-//! end and checks each record's signature against the writers' keyring — a record produced
-//! straight to the topic (unsigned), signed by a key the keyring does not trust, or changed
-//! since it was signed is a finding, with its partition and offset. Exit status: 0 clean,
+//! end, checks each record's signature against the writers' keyring, and recomputes each
+//! partition's hash chain against the sealer's signed checkpoints
+//! (`healthcare.audit.phi_access.checkpoints`, see `seals`). A record produced straight to
+//! the topic (unsigned), signed by a key the keyring does not trust, changed, deleted,
+//! inserted or moved after it was sealed, a lost or broken checkpoint, and a newest
+//! checkpoint older than the sealing interval allows are findings, each with its partition
+//! and offset; the topics' retention is read from the broker. Exit status: 0 clean,
 //! 2 findings, 1 the check could not run.
 //!
 //! `replay-tool audit keygen` makes a writer's signing key and appends its public key to a
@@ -13,9 +17,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use events::catalog::{AUDIT_PHI_ACCESS, topic};
+use events::audit::AuditCheckpoint;
+use events::catalog::{AUDIT_CHECKPOINTS, AUDIT_PHI_ACCESS, topic};
 use platform::config::KafkaArgs;
-use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER, SignatureFault};
+use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER};
+
+use crate::seals::{self, PartitionCheck, ReadCheckpoint};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -33,6 +40,11 @@ pub struct VerifyArgs {
     keyring: PathBuf,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// A partition whose newest checkpoint is older than this (seconds) is a finding: the
+    /// sealer stopped, or the log's tail was cut with its checkpoints. The sealer writes one
+    /// per partition every interval (60 s by default).
+    #[arg(long, default_value_t = 300)]
+    max_checkpoint_age: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,18 +81,11 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What is wrong with one record.
-#[derive(Debug, serde::Serialize)]
-struct Finding {
-    partition: i32,
-    offset: i64,
-    kind: SignatureFault,
-}
-
 /// The audit topic's retention as the broker describes it, checked against the catalog's
 /// six years and deletion-only cleanup (a compacted audit log would lose accesses).
 #[derive(Debug, serde::Serialize)]
 struct RetentionCheck {
+    topic: &'static str,
     retention_ms: Option<String>,
     cleanup_policy: Option<String>,
     /// What is wrong with it; empty when it holds.
@@ -89,10 +94,11 @@ struct RetentionCheck {
     unavailable: Option<String>,
 }
 
-async fn retention(kafka: &KafkaArgs) -> RetentionCheck {
-    let spec = topic(AUDIT_PHI_ACCESS).expect("audit topic is in the catalog");
-    match platform::kafka::topic_config(&kafka.kafka_brokers, AUDIT_PHI_ACCESS).await {
+async fn retention(kafka: &KafkaArgs, name: &'static str) -> RetentionCheck {
+    let spec = topic(name).expect("audit topics are in the catalog");
+    match platform::kafka::topic_config(&kafka.kafka_brokers, name).await {
         Err(e) => RetentionCheck {
+            topic: name,
             retention_ms: None,
             cleanup_policy: None,
             problems: Vec::new(),
@@ -118,6 +124,7 @@ async fn retention(kafka: &KafkaArgs) -> RetentionCheck {
                 ));
             }
             RetentionCheck {
+                topic: name,
                 retention_ms,
                 cleanup_policy,
                 problems,
@@ -136,11 +143,12 @@ pub(crate) struct PartitionReport {
     pub(crate) last_offset: Option<i64>,
 }
 
-/// Reads every partition of the audit log from its start to the end the broker reports when
-/// a fetch comes back empty, handing each record to `each`; returns how many records each
-/// partition held.
+/// Reads every partition of the audit log from its start (or from where it reaches
+/// `since`) to the end the broker reports when a fetch comes back empty, handing each record to
+/// `each`; returns how many records each partition held.
 pub(crate) async fn scan_audit_log(
     kafka: &KafkaArgs,
+    since: Option<crate::audit::Since>,
     mut each: impl AsyncFnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<BTreeMap<i32, PartitionReport>> {
     let partitions = topic(AUDIT_PHI_ACCESS)
@@ -162,10 +170,24 @@ pub(crate) async fn scan_audit_log(
                 ..Default::default()
             },
         );
-        if high > low {
-            assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(low))?;
+        let start = match since.and_then(|s| s.from.map(|from| (from, s.clock_skew))) {
+            Some((from, skew)) if high > low => {
+                crate::seek::start_offset(
+                    &consumer,
+                    AUDIT_PHI_ACCESS,
+                    partition,
+                    (low, high),
+                    from,
+                    chrono::Duration::seconds(i64::from(skew)),
+                )?
+                .0
+            }
+            _ => low,
+        };
+        if high > start {
+            assignment.add_partition_offset(AUDIT_PHI_ACCESS, partition, Offset::Offset(start))?;
             open.push(partition);
-            expected += (high - low) as usize;
+            expected += (high - start) as usize;
         }
     }
     if !open.is_empty() {
@@ -189,6 +211,14 @@ pub(crate) async fn scan_audit_log(
             Err(e) => return Err(e).context("reading the audit log"),
         };
         let report = reports.entry(message.partition()).or_default();
+        // Offsets only grow within a partition: a record delivered again (tansu repeats a
+        // batch after a gap in the offsets) is not another record.
+        if report
+            .last_offset
+            .is_some_and(|last| message.offset() <= last)
+        {
+            continue;
+        }
         report.records += 1;
         report.first_offset.get_or_insert(message.offset());
         report.last_offset = Some(message.offset());
@@ -198,6 +228,99 @@ pub(crate) async fn scan_audit_log(
     }
     progress.finish();
     Ok(reports)
+}
+
+/// Every checkpoint in the checkpoints topic, by sealed partition, with its signature
+/// checked; a record that does not decode is a finding of its own.
+async fn read_checkpoints(
+    kafka: &KafkaArgs,
+    keyring: &Keyring,
+) -> anyhow::Result<(BTreeMap<i32, Vec<ReadCheckpoint>>, Vec<seals::Finding>)> {
+    let codec = schemas::EventCodec::new(&kafka.schema_registry_url);
+    let consumer = crate::audit::replay_consumer(kafka)?;
+    let (low, high) = consumer
+        .fetch_watermarks(AUDIT_CHECKPOINTS, 0, Duration::from_secs(10))
+        .context("cannot reach the broker to read the checkpoints")?;
+    let mut checkpoints: BTreeMap<i32, Vec<ReadCheckpoint>> = BTreeMap::new();
+    let mut findings = Vec::new();
+    if high <= low {
+        return Ok((checkpoints, findings));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(AUDIT_CHECKPOINTS, 0, Offset::Offset(low))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut previous: Option<i64> = None;
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out reading the checkpoints"
+        );
+        let message = match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e).context("reading the checkpoints"),
+            Some(Ok(m)) => m,
+        };
+        // The checkpoints written while verify runs are not needed: stop at the end seen at
+        // the start, even if the sealer keeps the partition from ever reporting its end.
+        let last = message.offset() + 1 >= high;
+        if previous.is_some_and(|p| message.offset() <= p) {
+            continue; // delivered again, not another checkpoint
+        }
+        previous = Some(message.offset());
+        let value = message.payload().unwrap_or_default();
+        let signature = keyring.verify(
+            AUDIT_CHECKPOINTS,
+            message.key().unwrap_or_default(),
+            value,
+            header(&message, KEY_ID_HEADER),
+            header(&message, SIGNATURE_HEADER),
+        );
+        match codec.decode::<AuditCheckpoint>(Some(value)).await {
+            Ok(checkpoint) if checkpoint.topic == AUDIT_PHI_ACCESS => {
+                checkpoints
+                    .entry(checkpoint.partition)
+                    .or_default()
+                    .push(ReadCheckpoint {
+                        checkpoint,
+                        value_hash: platform::chain::checkpoint_hash(value),
+                        offset: message.offset(),
+                        signature,
+                    })
+            }
+            other => findings.push(seals::Finding {
+                partition: message
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok()?.parse().ok())
+                    .unwrap_or(-1),
+                offset: 0,
+                kind: seals::Kind::BrokenCheckpoint,
+                detail: Some(format!(
+                    "the record at offset {} of the checkpoints topic is not a checkpoint of the audit log ({})",
+                    message.offset(),
+                    match other {
+                        Err(e) => e.to_string(),
+                        Ok(c) => format!("it seals {}", c.topic),
+                    }
+                )),
+            }),
+        }
+        if last {
+            break;
+        }
+    }
+    Ok((checkpoints, findings))
+}
+
+fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    })
 }
 
 pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
@@ -210,93 +333,138 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
-    let mut findings = Vec::new();
-    let mut verified: BTreeMap<i32, u64> = BTreeMap::new();
-    let mut reports = scan_audit_log(kafka, async |message| {
-        let header = |name: &str| {
-            message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .and_then(|v| std::str::from_utf8(v).ok())
+    let (mut checkpoints, mut findings) = read_checkpoints(kafka, &keyring).await?;
+    let starts = {
+        let consumer = crate::audit::replay_consumer(kafka)?;
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(AUDIT_PHI_ACCESS, p, Duration::from_secs(10))
+                    .map(|(low, _)| low)
+                    .context("cannot reach the broker to read the audit log")
             })
-        };
-        match keyring.verify(
+            .collect::<anyhow::Result<Vec<i64>>>()?
+    };
+    let mut checks: BTreeMap<i32, PartitionCheck> = (0..partitions)
+        .map(|p| {
+            let ranges = checkpoints.remove(&p).unwrap_or_default();
+            (
+                p,
+                PartitionCheck::new(AUDIT_PHI_ACCESS, p, ranges, starts[p as usize]),
+            )
+        })
+        .collect();
+    for (partition, _) in checkpoints {
+        findings.push(seals::Finding {
+            partition,
+            offset: 0,
+            kind: seals::Kind::BrokenCheckpoint,
+            detail: Some(format!(
+                "checkpoints name partition {partition}, which the audit log does not have"
+            )),
+        });
+    }
+    scan_audit_log(kafka, None, async |message| {
+        let signature = keyring.verify(
             AUDIT_PHI_ACCESS,
             message.key().unwrap_or_default(),
             message.payload().unwrap_or_default(),
-            header(KEY_ID_HEADER),
-            header(SIGNATURE_HEADER),
-        ) {
-            Ok(()) => *verified.entry(message.partition()).or_default() += 1,
-            Err(kind) => findings.push(Finding {
-                partition: message.partition(),
-                offset: message.offset(),
-                kind,
-            }),
+            header(message, KEY_ID_HEADER),
+            header(message, SIGNATURE_HEADER),
+        );
+        if let Some(check) = checks.get_mut(&message.partition()) {
+            check.record(message, signature);
         }
         Ok(())
     })
     .await?;
-    for (partition, count) in verified {
-        reports.entry(partition).or_default().verified = count;
+    let now = chrono::Utc::now();
+    let max_age = chrono::Duration::seconds(args.max_checkpoint_age as i64);
+    let mut reports = Vec::new();
+    for check in checks.into_values() {
+        let (summary, found) = check.finish(now, max_age);
+        reports.push(summary);
+        findings.extend(found);
     }
-    let records: u64 = reports.values().map(|r| r.records).sum();
-    let retention = retention(kafka).await;
+    let records: u64 = reports.iter().map(|r| r.records).sum();
+    let retention = [
+        retention(kafka, AUDIT_PHI_ACCESS).await,
+        retention(kafka, AUDIT_CHECKPOINTS).await,
+    ];
+    let retention_problems = retention.iter().any(|r| !r.problems.is_empty());
     match args.format {
         Format::Jsonl => {
-            for report in reports.values() {
+            for report in &reports {
                 println!("{}", serde_json::json!({"partition_report": report}));
             }
             for finding in &findings {
                 println!("{}", serde_json::json!({"finding": finding}));
             }
-            println!("{}", serde_json::json!({ "retention": retention }));
+            for retention in &retention {
+                println!("{}", serde_json::json!({ "retention": retention }));
+            }
             println!(
                 "{}",
                 serde_json::json!({"summary": {"records": records, "findings": findings.len(), "keys": keyring.len()}})
             );
         }
         Format::Table => {
-            println!("partition  records  verified  offsets");
-            for r in reports.values() {
-                let range = match (r.first_offset, r.last_offset) {
-                    (Some(a), Some(b)) => format!("{a}..={b}"),
-                    _ => "(empty)".into(),
-                };
-                println!(
-                    "{:<9}  {:<7}  {:<8}  {range}",
-                    r.partition, r.records, r.verified
-                );
-            }
+            let rows: Vec<[String; 7]> = reports
+                .iter()
+                .map(|r| {
+                    [
+                        r.partition.to_string(),
+                        r.records.to_string(),
+                        r.verified.to_string(),
+                        r.checkpoints.to_string(),
+                        r.sealed_through.map_or("-".into(), |o| o.to_string()),
+                        r.unsealed.to_string(),
+                        r.newest_checkpoint.map_or("none".into(), |t| {
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        }),
+                    ]
+                })
+                .collect();
+            let header = [
+                "partition",
+                "records",
+                "signed ok",
+                "checkpoints ok",
+                "sealed through",
+                "unsealed",
+                "newest checkpoint",
+            ];
+            println!("{}", crate::audit::render_table(&header, &rows));
             for f in &findings {
-                let what = match f.kind {
-                    SignatureFault::Unsigned => "unsigned record (not written by an audit writer)",
-                    SignatureFault::UnknownKey => "signed by a key the keyring does not trust",
-                    SignatureFault::BadSignature => {
-                        "signature does not match: the record was changed"
-                    }
-                };
                 println!(
-                    "FINDING partition {} offset {}: {what}",
-                    f.partition, f.offset
+                    "FINDING partition {} offset {}: {}{}",
+                    f.partition,
+                    f.offset,
+                    f.kind.describe(),
+                    f.detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
                 );
             }
-            match &retention.unavailable {
-                Some(why) => {
-                    println!("retention: not checked, the broker cannot describe the topic ({why})")
+            for retention in &retention {
+                match &retention.unavailable {
+                    Some(why) => println!(
+                        "retention of {}: not checked, the broker cannot describe the topic ({why})",
+                        retention.topic
+                    ),
+                    None => println!(
+                        "retention of {}: retention.ms={} cleanup.policy={}{}",
+                        retention.topic,
+                        retention.retention_ms.as_deref().unwrap_or("?"),
+                        retention.cleanup_policy.as_deref().unwrap_or("?"),
+                        if retention.problems.is_empty() {
+                            " (six years, deletion only: ok)".to_string()
+                        } else {
+                            format!(": {}", retention.problems.join("; "))
+                        }
+                    ),
                 }
-                None => println!(
-                    "retention: retention.ms={} cleanup.policy={}{}",
-                    retention.retention_ms.as_deref().unwrap_or("?"),
-                    retention.cleanup_policy.as_deref().unwrap_or("?"),
-                    if retention.problems.is_empty() {
-                        " (six years, deletion only: ok)".to_string()
-                    } else {
-                        format!(": {}", retention.problems.join("; "))
-                    }
-                ),
             }
             println!(
                 "{records} records in {partitions} partitions, {} finding(s), {} trusted key(s)",
@@ -305,7 +473,7 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if !findings.is_empty() || !retention.problems.is_empty() {
+    if !findings.is_empty() || retention_problems {
         std::io::stdout().flush()?;
         std::process::exit(2);
     }

@@ -32,7 +32,7 @@ pub fn latest(topic: &str) -> Option<&'static TopicSchema> {
 
 /// The compatibility level each subject is held to (Confluent names).
 pub fn compatibility_for(topic: &str) -> Level {
-    if topic == events::catalog::AUDIT_PHI_ACCESS {
+    if topic == events::catalog::AUDIT_PHI_ACCESS || topic == events::catalog::AUDIT_CHECKPOINTS {
         Level::FullTransitive
     } else {
         Level::Backward

@@ -1,25 +1,32 @@
-//! Journey: an auditor checks that the PHI access log holds only records the audit writers
-//! signed. After reads through GraphQL `replay-tool audit verify` is clean; a record produced
-//! straight to the topic, or signed with a key the keyring does not trust, is named with its
-//! partition and offset, and the check exits non-zero.
+//! Journey: an auditor checks that the PHI access log is complete and unaltered. After reads
+//! through GraphQL, sealed by the audit sealer, `replay-tool audit verify` is clean; a record
+//! produced straight to the topic, or signed with a key the keyring does not trust, a record
+//! changed or deleted in the broker's storage, and a checkpoint lost from the checkpoints topic
+//! are each named with their partition and offset, and the check exits non-zero. A sealer
+//! killed with `kill -9` mid-run hands over to a standby and the chain still verifies.
 
 use std::time::Duration;
 
 use events::Role;
+use events::audit::AuditCheckpoint;
 use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
-use events::catalog::AUDIT_PHI_ACCESS;
-use platform::signing::{KEY_ID_HEADER, RecordSigner, SIGNATURE_HEADER};
-use rdkafka::message::{Header, OwnedHeaders};
+use events::catalog::{AUDIT_CHECKPOINTS, AUDIT_PHI_ACCESS};
+use platform::signing::RecordSigner;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::EventCodec;
 use serde_json::Value;
-use tests::{Databases, OwnCluster, Stack, ada, token};
+use tests::{Databases, OwnCluster, Sealer, Stack, ada, token};
 
 use crate::{PATIENT_QUERY, read_until_visible};
 
 fn verify(stack: &Stack) -> (i32, Vec<Value>) {
+    verify_on(&stack.cluster)
+}
+
+fn verify_on(cluster: &tests::Cluster) -> (i32, Vec<Value>) {
     let (status, stdout, stderr) =
-        tests::replay_tool_status(&stack.cluster, &["audit", "verify", "--format", "jsonl"]);
+        tests::replay_tool_status(cluster, &["audit", "verify", "--format", "jsonl"]);
     // Reaching the end of a partition is how the check knows it is done, not an error.
     assert!(
         !stderr.contains("PartitionEOF"),
@@ -30,6 +37,78 @@ fn verify(stack: &Stack) -> (i32, Vec<Value>) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}\n{stderr}")))
         .collect();
     (status, lines)
+}
+
+/// Waits until every record of the audit log is covered by a checkpoint; returns the last
+/// verify's status and lines.
+async fn sealed(cluster: &tests::Cluster) -> (i32, Vec<Value>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, lines) = verify_on(cluster);
+        let unsealed: u64 = lines
+            .iter()
+            .filter_map(|l| l.get("partition_report"))
+            .map(|r| r["unsealed"].as_u64().unwrap())
+            .sum();
+        if unsealed == 0 {
+            return (status, lines);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never sealed: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Changes the broker's own storage (tansu's SQLite file) as someone with access to the disk
+/// could: `alter` replaces `from` with `to` (same length) in a record's value, `delete`
+/// removes a record and its headers.
+fn tamper(
+    own: &OwnCluster,
+    op: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    from: &str,
+    to: &str,
+) {
+    const SCRIPT: &str = r#"
+import sqlite3, sys
+path, op, topic, partition, offset, old, new = sys.argv[1:8]
+db = sqlite3.connect(path, timeout=30)
+(topition,) = db.execute(
+    "SELECT tp.id FROM topition tp JOIN topic t ON tp.topic = t.id WHERE t.name = ? AND tp.partition = ?",
+    (topic, int(partition))).fetchone()
+key = (topition, int(offset))
+if op == "alter":
+    (value,) = db.execute("SELECT v FROM record WHERE topition = ? AND offset_id = ?", key).fetchone()
+    changed = bytes(value).replace(old.encode(), new.encode(), 1)
+    assert changed != bytes(value), "nothing to change"
+    db.execute("UPDATE record SET v = ? WHERE topition = ? AND offset_id = ?", (changed,) + key)
+else:
+    assert db.execute("DELETE FROM record WHERE topition = ? AND offset_id = ?", key).rowcount == 1
+    db.execute("DELETE FROM header WHERE topition = ? AND offset_id = ?", key)
+db.commit()
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(own.dir.join("tansu.db"))
+        .args([
+            op,
+            topic,
+            &partition.to_string(),
+            &offset.to_string(),
+            from,
+            to,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "tamper {op}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn findings(lines: &[Value]) -> Vec<(i64, i64, String)> {
@@ -73,11 +152,19 @@ fn forged(patient: uuid::Uuid) -> PhiAccessed {
 
 /// Produces `record` to the audit topic with `headers`; returns its partition and offset.
 async fn produce(stack: &Stack, record: &PhiAccessed, headers: OwnedHeaders) -> (i64, i64) {
+    produce_on(&stack.cluster, record, headers).await
+}
+
+async fn produce_on(
+    cluster: &tests::Cluster,
+    record: &PhiAccessed,
+    headers: OwnedHeaders,
+) -> (i64, i64) {
     let producer: FutureProducer =
-        platform::kafka::producer_config(&stack.cluster.brokers, Duration::from_secs(30))
+        platform::kafka::producer_config(&cluster.brokers, Duration::from_secs(30))
             .create()
             .expect("producer");
-    let bytes = EventCodec::new(&stack.cluster.registry_url)
+    let bytes = EventCodec::new(&cluster.registry_url)
         .encode(AUDIT_PHI_ACCESS, record)
         .await
         .expect("encodes");
@@ -96,9 +183,18 @@ async fn produce(stack: &Stack, record: &PhiAccessed, headers: OwnedHeaders) -> 
 }
 
 #[tokio::test]
-async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record() {
-    let (own, _) = OwnCluster::start().await;
+async fn verify_is_clean_after_reads_and_names_each_unsigned_foreign_altered_or_deleted_record() {
+    let (mut own, _) = OwnCluster::start().await;
     let stack = Stack::start_with(own.cluster.clone(), Databases::fresh()).await;
+    let mut sealer = Sealer::start(
+        "audit-sealer",
+        &stack.cluster,
+        &stack.databases.audit,
+        &own.dir,
+        1000,
+        1000,
+    )
+    .await;
     let id = stack.register(&ada()).await["id"]
         .as_str()
         .unwrap()
@@ -111,7 +207,7 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    let (status, lines) = verify(&stack);
+    let (status, lines) = sealed(&stack.cluster).await;
     assert_eq!(status, 0, "{lines:?}");
     assert!(findings(&lines).is_empty(), "{lines:?}");
     let summary = lines.iter().find_map(|l| l.get("summary")).unwrap();
@@ -202,23 +298,15 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
         .encode(AUDIT_PHI_ACCESS, &record)
         .await
         .unwrap();
-    let signature = stranger.sign(AUDIT_PHI_ACCESS, id.as_bytes(), &bytes);
     let foreign = produce(
         &stack,
         &record,
-        OwnedHeaders::new()
-            .insert(Header {
-                key: KEY_ID_HEADER,
-                value: Some(stranger.key_id()),
-            })
-            .insert(Header {
-                key: SIGNATURE_HEADER,
-                value: Some(signature.as_str()),
-            }),
+        stranger.signed_headers(OwnedHeaders::new(), AUDIT_PHI_ACCESS, id.as_bytes(), &bytes),
     )
     .await;
 
-    let (status, lines) = verify(&stack);
+    // Sealed as they are: the chain holds, the signatures do not.
+    let (status, lines) = sealed(&stack.cluster).await;
     assert_eq!(status, 2, "{lines:?}");
     assert_eq!(
         findings(&lines),
@@ -227,6 +315,67 @@ async fn verify_is_clean_after_reads_and_names_each_unsigned_or_foreign_record()
             (foreign.0, foreign.1, "unknown-key".to_string()),
         ]
     );
+
+    // Someone with the broker's disk changes one sealed record and deletes another, and
+    // deletes a checkpoint that is not the newest.
+    let partition = i32::try_from(unsigned.0).unwrap();
+    let ours: Vec<i64> = tests::read_topic(&stack.cluster.brokers, AUDIT_PHI_ACCESS)
+        .into_iter()
+        .filter(|m| {
+            rdkafka::Message::partition(m) == partition
+                && rdkafka::Message::payload(m)
+                    .is_some_and(|v| v.windows(10).any(|w| w == b"front-desk"))
+        })
+        .map(|m| rdkafka::Message::offset(&m))
+        .collect();
+    assert!(ours.len() >= 5, "{ours:?}");
+    let (altered, deleted) = (ours[1], ours[3]);
+    // Stopped first, so the checkpoints topic holds still while it is read and changed.
+    sealer.kill9();
+    let codec = EventCodec::new(&stack.cluster.registry_url);
+    let mut lost = None;
+    for message in tests::read_topic(&stack.cluster.brokers, AUDIT_CHECKPOINTS) {
+        let checkpoint: AuditCheckpoint = codec
+            .decode(rdkafka::Message::payload(&message))
+            .await
+            .unwrap();
+        if checkpoint.partition != partition && checkpoint.sequence == 2 {
+            lost = Some((checkpoint, rdkafka::Message::offset(&message)));
+            break;
+        }
+    }
+    let (lost, lost_offset) = lost.expect("a second checkpoint of another partition");
+    own.kill_broker();
+    tamper(
+        &own,
+        "alter",
+        AUDIT_PHI_ACCESS,
+        partition,
+        altered,
+        "front-desk",
+        "front-dusk",
+    );
+    tamper(&own, "delete", AUDIT_PHI_ACCESS, partition, deleted, "", "");
+    tamper(&own, "delete", AUDIT_CHECKPOINTS, 0, lost_offset, "", "");
+    own.start_broker().await;
+
+    let (status, lines) = verify(&stack);
+    assert_eq!(status, 2, "{lines:?}");
+    let mut expected = vec![
+        (unsigned.0, unsigned.1, "unsigned".to_string()),
+        (foreign.0, foreign.1, "unknown-key".to_string()),
+        (unsigned.0, altered, "altered-record".to_string()),
+        (unsigned.0, deleted, "missing-record".to_string()),
+        (
+            i64::from(lost.partition),
+            lost.start_offset,
+            "missing-checkpoint".to_string(),
+        ),
+    ];
+    let mut found = findings(&lines);
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected, "{lines:?}");
 }
 
 /// The request ids of `replay-tool audit --patient <id> <filters>`.
@@ -323,6 +472,40 @@ async fn every_replay_filter_picks_exactly_its_accesses() {
         ["r1-admin"]
     );
     assert!(ours(replayed(&stack, &id, &["--action", "export"])).is_empty());
+
+    // Without --patient every partition is read: what did this user look at, every
+    // break-the-glass read of a period.
+    let everywhere = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["audit", "--format", "jsonl"];
+        args.extend_from_slice(filters);
+        let (status, stdout, stderr) = tests::replay_tool_status(&stack.cluster, &args);
+        assert_eq!(status, 0, "{stderr}");
+        assert!(stderr.contains("12 partitions scanned"), "{stderr}");
+        stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        everywhere(&["--actor", "filter-doctor"]),
+        ["r2-denied", "r3-glass"]
+    );
+    assert_eq!(
+        everywhere(&[
+            "--actor",
+            "filter-doctor",
+            "--purpose",
+            "ETREAT",
+            "--from",
+            &between
+        ]),
+        ["r3-glass"]
+    );
 
     // `--from` seeks: the partition is read from where it reaches that time (tansu answers
     // offsets-for-times with 0, so the tool searches), and the answer is the same.
@@ -466,4 +649,108 @@ async fn a_patients_access_report_lists_exactly_the_reads_of_their_record_by_eac
         csv.contains("report-glass") && !csv.contains("report-other"),
         "{csv}"
     );
+}
+
+/// Writes `n` access records signed with the audit writers' key, as the query API would.
+async fn write_signed(cluster: &tests::Cluster, n: usize) {
+    let signer = RecordSigner::from_file(&tests::audit_keys().0).unwrap();
+    let codec = EventCodec::new(&cluster.registry_url);
+    let producer: FutureProducer =
+        platform::kafka::producer_config(&cluster.brokers, Duration::from_secs(30))
+            .create()
+            .expect("producer");
+    let sends = (0..n).map(|_| {
+        let (signer, codec, producer) = (&signer, &codec, &producer);
+        async move {
+            let record = forged(uuid::Uuid::new_v4());
+            let bytes = codec.encode(AUDIT_PHI_ACCESS, &record).await.unwrap();
+            let key = record.patient_id.to_string();
+            let headers = signer.signed_headers(
+                OwnedHeaders::new(),
+                AUDIT_PHI_ACCESS,
+                key.as_bytes(),
+                &bytes,
+            );
+            producer
+                .send(
+                    FutureRecord::to(AUDIT_PHI_ACCESS)
+                        .key(&key)
+                        .payload(&bytes)
+                        .headers(headers),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("the broker takes it");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sealer_killed_mid_run_hands_over_to_its_standby_and_the_chain_still_verifies() {
+    let (own, _) = OwnCluster::start_in_memory().await;
+    let lock = format!(
+        "{}/hp_test_{}_sealer",
+        tests::postgres_server(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    platform::db::connect(&lock, 1)
+        .await
+        .expect("lock database");
+    let cluster = &own.cluster;
+    // Small checkpoints, so that the kill lands between many of them.
+    let mut first = Sealer::start("sealer-a", cluster, &lock, &own.dir, 200, 5).await;
+    let mut second = Sealer::start("sealer-b", cluster, &lock, &own.dir, 200, 5).await;
+    assert_eq!(first.metric("audit_sealer_active").await, Some(1.0));
+    assert_eq!(second.metric("audit_sealer_active").await, Some(0.0));
+
+    write_signed(cluster, 150).await;
+    wait_for("the first sealer seals", async || {
+        first
+            .metric("audit_checkpoints_published_total")
+            .await
+            .unwrap_or(0.0)
+            > 40.0
+    })
+    .await;
+    let writing = write_signed(cluster, 150);
+    tokio::pin!(writing);
+    // Mid-run: records arriving, checkpoints being written.
+    tokio::select! {
+        _ = &mut writing => panic!("the writes finished before the kill"),
+        _ = tokio::time::sleep(Duration::from_millis(30)) => first.kill9(),
+    }
+    writing.await;
+    wait_for("the standby takes over", async || {
+        second.metric("audit_sealer_active").await == Some(1.0)
+    })
+    .await;
+    let (status, lines) = sealed(cluster).await;
+    assert_eq!(status, 0, "{lines:?}");
+
+    // Killed again, the other one restarted: it recovers from the newest checkpoints.
+    second.kill9();
+    first.restart().await;
+    write_signed(cluster, 50).await;
+    let (status, lines) = sealed(cluster).await;
+    assert_eq!(status, 0, "{lines:?}");
+    let reports: Vec<&Value> = lines
+        .iter()
+        .filter_map(|l| l.get("partition_report"))
+        .collect();
+    let records: u64 = reports.iter().map(|r| r["records"].as_u64().unwrap()).sum();
+    let checkpoints: u64 = reports
+        .iter()
+        .map(|r| r["checkpoints"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records, 350);
+    assert!(checkpoints > 350 / 5, "{checkpoints} checkpoints");
 }

@@ -48,7 +48,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Each binary and the workspace crates it is built from.
-const BINARIES: [(&str, &[&str]); 6] = [
+const BINARIES: [(&str, &[&str]); 7] = [
     (
         "command-api",
         &["events", "platform", "schemas", "event-store", "commands"],
@@ -78,6 +78,10 @@ const BINARIES: [(&str, &[&str]); 6] = [
             "projections",
             "replay-tool",
         ],
+    ),
+    (
+        "audit-sealer",
+        &["events", "platform", "schemas", "audit-sealer"],
     ),
     ("mint-token", &["events", "platform"]),
 ];
@@ -966,6 +970,97 @@ impl Drop for OwnCluster {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// An audit sealer process of a test's own, holding the sealer lock of `lock_database`.
+pub struct Sealer {
+    process: Option<Process>,
+    pub health_url: String,
+    pub metrics_url: String,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
+    log_dir: PathBuf,
+    name: String,
+}
+
+impl Sealer {
+    /// Starts a sealer writing a checkpoint per partition every `interval_ms` or every
+    /// `max_records` records, and waits until it is ready (sealing, or standing by).
+    pub async fn start(
+        name: &str,
+        cluster: &Cluster,
+        lock_database: &str,
+        log_dir: &Path,
+        interval_ms: u64,
+        max_records: i64,
+    ) -> Sealer {
+        let port = free_port();
+        let args = vec![
+            "--lock-database-url".to_string(),
+            lock_database.to_string(),
+            "--interval-ms".to_string(),
+            interval_ms.to_string(),
+            "--max-records".to_string(),
+            max_records.to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+        ];
+        let envs = vec![
+            ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
+            (
+                "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+                cluster.registry_url.clone(),
+            ),
+        ];
+        let mut sealer = Sealer {
+            process: None,
+            health_url: format!("http://127.0.0.1:{port}/health/ready"),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            args,
+            envs,
+            log_dir: log_dir.to_path_buf(),
+            name: name.to_string(),
+        };
+        sealer.restart().await;
+        sealer
+    }
+
+    /// Kills it at once (SIGKILL, `kill -9`), mid-whatever it was doing.
+    pub fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut process = Process::spawn(
+            &self.name,
+            &bin_dir().join("audit-sealer"),
+            &args,
+            &self.envs,
+            &self.log_dir,
+        );
+        wait_ready(&mut process, &self.health_url, Duration::from_secs(60)).await;
+        self.process = Some(process);
+    }
+
+    /// A metric's value (`healthplane_<name>`, without labels), if exposed.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = http_client()
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let prefix = format!("healthplane_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
     }
 }
 

@@ -1,0 +1,115 @@
+//! `audit-sealer`: seals the PHI access log with signed, chained checkpoints until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use audit_sealer::{SealPolicy, SealerConfig, SealerMetrics};
+use clap::Parser;
+use platform::config::KafkaArgs;
+use platform::metrics::Metrics;
+
+#[derive(Debug, Parser)]
+#[command(name = "audit-sealer", version, about = "Healthplane audit log sealer")]
+struct Args {
+    /// The sealer's Ed25519 signing key (a base64 PKCS#8 file from `replay-tool audit
+    /// keygen`; its public half must be in the auditors' keyring). Required.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_AUDIT_SIGNING_KEY_FILE",
+        hide_env_values = true
+    )]
+    signing_key_file: Option<PathBuf>,
+    /// The database whose advisory lock lets one sealer seal at a time (the audit index's).
+    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_env_values = true)]
+    lock_database_url: String,
+    /// Every partition gets a checkpoint at least this often (milliseconds).
+    #[arg(long, env = "HEALTHPLANE_SEAL_INTERVAL_MS", default_value_t = 60_000)]
+    interval_ms: u64,
+    /// A checkpoint is written as soon as this many records wait in a partition.
+    #[arg(long, env = "HEALTHPLANE_SEAL_MAX_RECORDS", default_value_t = 10_000)]
+    max_records: i64,
+    /// Address of `/health/*` and `/metrics`.
+    #[arg(
+        long,
+        env = "HEALTHPLANE_SEALER_LISTEN",
+        default_value = "127.0.0.1:9107"
+    )]
+    listen: SocketAddr,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("audit-sealer");
+    let args = Args::parse();
+    let signer =
+        platform::signing::RecordSigner::from_file(args.signing_key_file.as_deref().context(
+            "no signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE to the sealer's key \
+         (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
+        )?)?;
+    anyhow::ensure!(
+        args.interval_ms >= 100 && args.max_records >= 1,
+        "the interval must be at least 100 ms and max records at least 1"
+    );
+    let policy = SealPolicy {
+        interval: Duration::from_millis(args.interval_ms),
+        max_records: args.max_records,
+    };
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let config = SealerConfig {
+        brokers: args.kafka.kafka_brokers.clone(),
+        registry_url: args.kafka.schema_registry_url.clone(),
+        lock_database_url: args.lock_database_url.clone(),
+        policy,
+        instance: format!("{host}/{}", std::process::id()),
+    };
+    tracing::info!(
+        key_id = signer.key_id(),
+        interval_ms = args.interval_ms,
+        max_records = args.max_records,
+        "checkpoints are signed"
+    );
+    let metrics = Arc::new(Metrics::default());
+    let sealer_metrics = SealerMetrics::register(&metrics);
+    let ready = {
+        let sealer_metrics = sealer_metrics.clone();
+        Arc::new(move || {
+            let answer = sealer_metrics.readiness(&policy);
+            Box::pin(async move { answer })
+                as futures::future::BoxFuture<'static, Result<serde_json::Value, String>>
+        }) as platform::http::ReadyCheck
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = platform::http::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "sealer health and metrics listening");
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(platform::http::serve(
+        listener,
+        platform::http::ops_router(metrics, ready),
+        platform::http::HttpLimits::default(),
+        async move {
+            let _ = http_stop.changed().await;
+        },
+    ));
+    let sealer = audit_sealer::run(config, signer, sealer_metrics, stop_rx);
+    tokio::pin!(sealer);
+    let result = tokio::select! {
+        _ = platform::http::shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            sealer.await
+        }
+        result = &mut sealer => result,
+    };
+    let _ = stop_tx.send(true);
+    http.await.ok();
+    result
+}
