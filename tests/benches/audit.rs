@@ -2,12 +2,13 @@
 //! - the whole PHI access log replayed with decode and a filter (`replay-tool audit --purpose
 //!   ETREAT`), and verified (`replay-tool audit verify`: every signature, every partition's
 //!   hash chain against the sealer's checkpoints), next to a raw librdkafka consume of the same
-//!   topic from the same broker (target: ≥ 50% of raw);
+//!   topic from the same broker, tansu on SQLite storage as in the local stack (target: ≥ 50%
+//!   of raw);
 //! - one patient's access report (`replay-tool audit report --database-url`) from an audit
 //!   index holding 10 million rows over six years, next to the bare SQL query (target < 1 s).
 //!
 //! Run with `./deploy/bench.sh audit`. `HEALTHPLANE_BENCH_AUDIT_RECORDS` sets the log's size
-//! (default 200,000), `HEALTHPLANE_BENCH_AUDIT_ROWS` the index's (default 10,000,000).
+//! (default 100,000), `HEALTHPLANE_BENCH_AUDIT_ROWS` the index's (default 10,000,000).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
-use tests::{Cluster, Sealer, audit_keys, bin_dir, postgres_server};
+use tests::{Cluster, OwnCluster, Sealer, audit_keys, bin_dir, postgres_server};
 use uuid::Uuid;
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -258,9 +259,11 @@ async fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let records = env_number("HEALTHPLANE_BENCH_AUDIT_RECORDS", 200_000);
+    let records = env_number("HEALTHPLANE_BENCH_AUDIT_RECORDS", 100_000);
     let index_rows = env_number("HEALTHPLANE_BENCH_AUDIT_ROWS", 10_000_000);
-    let cluster = Cluster::shared();
+    // A broker of its own on SQLite storage, as the local stack runs it.
+    let (own, _) = OwnCluster::start().await;
+    let cluster = own.cluster.clone();
     let mut rows = Vec::new();
 
     write_log(&cluster, records).await?;
