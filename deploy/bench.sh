@@ -11,7 +11,8 @@
 #   HEALTHPLANE_BENCH_AUDIT_ROWS set the sizes).
 # Extra arguments pick benchmarks: ./deploy/bench.sh graphql
 set -euo pipefail
-# The benchmarks run the release binaries (cargo bench builds its own code in release too).
+# Benchmarks measure the release build: the local stack's and the tests' profile too, so the
+# build below is the one they already made.
 export HEALTHPLANE_PROFILE=release
 source "$(dirname "$0")/lib.sh"
 
@@ -24,6 +25,7 @@ cd "$HP_ROOT"
 for bench in "${@:-projection graphql audit}"; do
   for name in $bench; do
     log "running the $name benchmark"
-    cargo bench -p tests --bench "$name"
+    # The whole workspace selected, as build_binaries does: the same features, nothing rebuilt.
+    cargo bench --workspace --bench "$name"
   done
 done

@@ -3,8 +3,8 @@
 # tansu broker and schema registry started here, and the machine's PostgreSQL.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
-# The tests run the debug binaries built next to them.
-export HEALTHPLANE_PROFILE=debug
+# The tests run the binaries built next to them, in the one profile (release unless
+# HEALTHPLANE_PROFILE says otherwise).
 source "$(dirname "$0")/lib.sh"
 
 ensure_postgres
@@ -17,7 +17,8 @@ start_throwaway_cluster test
 log "running the tests"
 cd "$HP_ROOT"
 set +e
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$RUN/cargo-test.log"
+# shellcheck disable=SC2046
+cargo test --workspace --all-targets $(cargo_profile) "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary: "tests: N passed, N failed, N skipped".
