@@ -22,6 +22,7 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
+use tests::bench::{Measure, report};
 use tests::{Cluster, OwnCluster, Sealer, audit_keys, bin_dir, postgres_server};
 use uuid::Uuid;
 
@@ -245,14 +246,6 @@ async fn fill_index(rows: usize) -> anyhow::Result<(String, Uuid, Uuid)> {
     Ok((url, typical, frequent))
 }
 
-struct Row {
-    what: String,
-    value: String,
-    raw: String,
-    ratio: String,
-    target: &'static str,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
@@ -323,13 +316,13 @@ async fn main() -> anyhow::Result<()> {
             median(verify),
         ),
     ] {
-        rows.push(Row {
-            what: format!("{what}, {total} records"),
-            value: format!("{:.0} records/s", rate(seconds)),
-            raw: format!("{raw_rate:.0} records/s (librdkafka consume)"),
-            ratio: format!("{:.0}%", 100.0 * rate(seconds) / raw_rate),
-            target: ">= 50%",
-        });
+        rows.push(Measure::rate(
+            &format!("{what}, {total} records"),
+            "records",
+            rate(seconds),
+            Some(("librdkafka consume of the same topic", raw_rate)),
+            ">= 50% of raw",
+        ));
     }
 
     let (index, typical, frequent) = fill_index(index_rows).await?;
@@ -371,28 +364,16 @@ async fn main() -> anyhow::Result<()> {
             std::hint::black_box(rows);
             query.push(started.elapsed().as_secs_f64());
         }
-        let (report, query) = (median(report), median(query));
-        rows.push(Row {
-            what: format!(
+        let (report_seconds, query) = (median(report), median(query));
+        rows.push(Measure::text(
+            &format!(
                 "patient access report from the index of {index_rows} rows: {who}, {accesses} accesses in six years"
             ),
-            value: format!("{:.0} ms (whole command)", report * 1000.0),
-            raw: format!("{:.1} ms (the SQL alone)", query * 1000.0),
-            ratio: format!("{:.0}x", report / query),
-            target: "< 1 s",
-        });
+            format!("{:.0} ms (whole command)", report_seconds * 1000.0),
+            format!("{:.1} ms (the SQL alone)", query * 1000.0),
+            format!("{:.0}x", report_seconds / query),
+            "< 1 s",
+        ));
     }
-
-    println!("\naudit log benchmarks (release build, same machine, same run; medians)");
-    println!(
-        "{:<100} | {:>26} | {:>44} | {:>6} | target",
-        "measure", "Healthplane", "raw limit", "ratio"
-    );
-    for row in rows {
-        println!(
-            "{:<100} | {:>26} | {:>44} | {:>6} | {}",
-            row.what, row.value, row.raw, row.ratio, row.target
-        );
-    }
-    Ok(())
+    report("audit", &rows)
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use events::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tests::bench::{Measure, report};
 use tests::{Stack, ada, token};
 use tokio::sync::Mutex;
 
@@ -346,5 +347,37 @@ async fn main() -> anyhow::Result<()> {
         "machine: {} CPUs; everything (broker, registry, PostgreSQL, command API, 5 projectors, query API, this load generator) on it",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    Ok(())
+    // The one table: each read next to `{ __typename }` on the same server at the same rate.
+    let hello = &runs[0];
+    let targets = ["—", "p99 < 15 ms", "p99 < 40 ms"];
+    let mut rows: Vec<Measure> = runs
+        .iter()
+        .zip(targets)
+        .skip(1)
+        .map(|(r, target)| {
+            Measure::text(
+                &format!("GraphQL {} at {} req/s (p50 / p99)", r.name, r.rate),
+                format!("{} / {}", ms(r.p50), ms(r.p99)),
+                format!(
+                    "{} / {} (`{{ __typename }}`, same server, {} req/s)",
+                    ms(hello.p50),
+                    ms(hello.p99),
+                    hello.rate
+                ),
+                format!(
+                    "{:.1}x p99",
+                    r.p99.as_secs_f64() / hello.p99.as_secs_f64().max(1e-6)
+                ),
+                target,
+            )
+        })
+        .collect();
+    rows.push(Measure::text(
+        "query API RSS under the load",
+        format!("{} MiB", rss.iter().max().unwrap_or(&0) / 1024),
+        "—".into(),
+        "—".into(),
+        "< 256 MiB",
+    ));
+    report("graphql", &rows)
 }

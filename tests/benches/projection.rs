@@ -14,6 +14,7 @@ use projections::rebuild::{RebuildOptions, rebuild};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::EventCodec;
 use sqlx::Connection;
+use tests::bench::{Measure, report};
 use tests::{Cluster, Projector, postgres_server};
 use uuid::Uuid;
 
@@ -261,5 +262,20 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    // The one table: each projector, caught up from the topic and rebuilt from the event
+    // store, next to a raw COPY of the rows it wrote.
+    let mut rows = Vec::new();
+    for group in lines.chunks(3) {
+        let copy_rate = group[2].events / group[2].seconds;
+        for line in &group[..2] {
+            rows.push(Measure::rate(
+                &line.what,
+                "events",
+                line.events / line.seconds,
+                Some(("PostgreSQL COPY of the same rows", copy_rate)),
+                ">= 30% of COPY",
+            ));
+        }
+    }
+    report("projection", &rows)
 }

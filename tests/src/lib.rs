@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use events::Role;
 use uuid::Uuid;
 
+pub mod bench;
+
 /// The JWT secret the test stacks are started with.
 pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret-of-at-least-32-bytes";
 /// The key the test stacks seal consistency tokens with.

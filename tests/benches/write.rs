@@ -1,0 +1,316 @@
+//! The write path, on a broker of its own with SQLite storage (as the local stack), next to the
+//! raw limits measured in the same run:
+//! - the command API at saturation (32 concurrent clients registering patients, each command
+//!   its own transaction with its outbox row), with the outbox relay running in the same
+//!   process: commands/s, p50/p99, and the deepest the outbox got (does the relay keep up?);
+//!   next to single-row transactional inserts into PostgreSQL by as many connections;
+//! - the relay alone draining a backlog the API built with the relay off: events/s, next to a
+//!   plain librdkafka producer (idempotent, acks=all) sending as many records of the same size
+//!   to the same broker.
+//!
+//! Run with `./deploy/bench.sh write`; `HEALTHPLANE_BENCH_SECONDS` sets each load's length
+//! (default 15).
+
+use std::time::{Duration, Instant};
+
+use events::Role;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tests::bench::{Measure, report};
+use tests::{
+    Databases, OwnCluster, Process, Stack, ada, bin_dir, free_port, http_client, token, wait_ready,
+};
+
+const CLIENTS: usize = 32;
+
+/// Records/s a plain producer gets acknowledged, sending `n` records of `size` bytes.
+async fn raw_produce(brokers: &str, n: usize, size: usize) -> anyhow::Result<f64> {
+    let topic = "healthplane.bench.raw-produce";
+    let spec = events::catalog::TopicSpec {
+        name: topic,
+        partitions: 6,
+        retention_days: 1,
+        key: "a uuid",
+        producer: "the benchmark",
+        consumers: &[],
+    };
+    platform::kafka::ensure_topics(brokers, &[spec], 1).await?;
+    let producer: FutureProducer =
+        platform::kafka::producer_config(brokers, Duration::from_secs(120)).create()?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    let keys: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let sends = keys.iter().map(|key| {
+        producer.send(
+            FutureRecord::to(topic).key(key).payload(&payload),
+            Duration::from_secs(120),
+        )
+    });
+    for result in futures::future::join_all(sends).await {
+        result.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Rows/s `clients` connections insert, one row per transaction, for `seconds`.
+async fn raw_inserts(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let pool = platform::db::connect(url, clients as u32).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS bench_single_row (id BIGSERIAL PRIMARY KEY, body JSONB NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers = (0..clients).map(|_| {
+        let pool = pool.clone();
+        async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO bench_single_row (body) VALUES ($1)")
+                    .bind(serde_json::json!({"name": "Ada Lovelace", "n": n}))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                n += 1;
+            }
+            Ok::<_, sqlx::Error>(n)
+        }
+    });
+    let mut total = 0;
+    for n in futures::future::join_all(workers).await {
+        total += n?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+struct Load {
+    accepted: u64,
+    other: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `CLIENTS` clients registering patients as fast as the API answers, for `seconds`.
+async fn saturate(command_url: &str, seconds: u64) -> Load {
+    let http = http_client();
+    let admin = token(Role::Admin, "bench-front-desk", None);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers = (0..CLIENTS).map(|_| {
+        let (http, admin) = (http.clone(), admin.clone());
+        let url = format!("{command_url}/v1/patients");
+        async move {
+            let (mut accepted, mut other, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let status = http
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .json(&ada())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                latencies.push(sent.elapsed());
+                if status == 201 {
+                    accepted += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            (accepted, other, latencies)
+        }
+    });
+    let mut load = Load {
+        accepted: 0,
+        other: 0,
+        seconds: 0.0,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+    };
+    let mut latencies = Vec::new();
+    for (accepted, other, mut l) in futures::future::join_all(workers).await {
+        load.accepted += accepted;
+        load.other += other;
+        latencies.append(&mut l);
+    }
+    load.seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    if !latencies.is_empty() {
+        load.p50 = latencies[latencies.len() / 2];
+        load.p99 = latencies[latencies.len() * 99 / 100];
+    }
+    load
+}
+
+async fn unpublished(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// A command API of its own on the stack's event store (`extra` args, e.g. `--no-relay`).
+async fn command_api(stack: &Stack, extra: &[&str]) -> (Process, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let database = Databases::as_role(
+        &stack.databases.event_store,
+        platform::provision::Service::Command,
+    );
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--database-url".into(),
+        database,
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let envs = [
+        ("HEALTHPLANE_KAFKA_BROKERS", stack.cluster.brokers.clone()),
+        (
+            "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+            stack.cluster.registry_url.clone(),
+        ),
+    ];
+    let mut process = Process::spawn(
+        "command-api-bench",
+        &bin_dir().join("command-api"),
+        &args,
+        &envs,
+        &stack.log_dir,
+    );
+    wait_ready(
+        &mut process,
+        &format!("{url}/health/ready"),
+        Duration::from_secs(60),
+    )
+    .await;
+    (process, url)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let seconds: u64 = std::env::var("HEALTHPLANE_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let (own, _) = OwnCluster::start().await;
+    let mut stack = Stack::start_with(own.cluster.clone(), Databases::fresh()).await;
+    let events = platform::db::connect(&stack.databases.event_store, 2).await?;
+    let mut rows = Vec::new();
+
+    // The stack's own command API (relay on) at saturation; the outbox sampled meanwhile.
+    eprintln!("command API at saturation for {seconds} s ({CLIENTS} clients, relay on)");
+    let sampler = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut deepest = 0;
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            while Instant::now() < deadline {
+                deepest = deepest.max(unpublished(&events).await.unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            deepest
+        })
+    };
+    let load = saturate(&stack.command_url, seconds).await;
+    let deepest = sampler.await?;
+    let rss = stack.processes[0].rss_kib();
+    let drained = Instant::now();
+    while unpublished(&events).await? > 0 {
+        anyhow::ensure!(
+            drained.elapsed() < Duration::from_secs(600),
+            "the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain_after = drained.elapsed().as_secs_f64();
+    let raw_inserts = raw_inserts(
+        &format!("{}_raw", stack.databases.event_store),
+        CLIENTS,
+        seconds,
+    )
+    .await?;
+    rows.push(Measure::rate(
+        &format!("command API at saturation ({CLIENTS} clients, `POST /v1/patients`, relay on)"),
+        "commands",
+        load.accepted as f64 / load.seconds,
+        Some((
+            "single-row transactional inserts, as many connections",
+            raw_inserts,
+        )),
+        ">= 5,000 commands/s",
+    ));
+    rows.push(Measure::text(
+        "command latency at saturation (p50 / p99)",
+        format!(
+            "{:.1} / {:.1} ms",
+            load.p50.as_secs_f64() * 1e3,
+            load.p99.as_secs_f64() * 1e3
+        ),
+        "—".into(),
+        "—".into(),
+        "—",
+    ));
+    rows.push(Measure::text(
+        "outbox depth at the API's saturation rate (deepest; drained after the load)",
+        format!("{deepest} events; empty {drain_after:.1} s after"),
+        "—".into(),
+        "—".into(),
+        "bounded",
+    ));
+    rows.push(Measure::text(
+        "command API RSS after the load",
+        format!("{} MiB", rss / 1024),
+        "—".into(),
+        "—".into(),
+        "< 256 MiB",
+    ));
+    anyhow::ensure!(
+        load.other == 0 || load.accepted > 0,
+        "no command was accepted"
+    );
+    if load.other > 0 {
+        eprintln!("{} commands were not accepted (not 201)", load.other);
+    }
+
+    // The relay alone, draining a backlog built with the relay off.
+    stack.processes[0].kill();
+    let (mut quiet, quiet_url) = command_api(&stack, &["--no-relay"]).await;
+    eprintln!("building a backlog with the relay off for {seconds} s");
+    let backlog_load = saturate(&quiet_url, seconds).await;
+    quiet.kill();
+    let backlog = unpublished(&events).await?;
+    let (mut relay, _) = command_api(&stack, &[]).await;
+    let started = Instant::now();
+    while unpublished(&events).await? > 0 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the relay never drained the backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let relay_rate = backlog as f64 / started.elapsed().as_secs_f64();
+    relay.kill();
+    let size = 420; // about a PatientRegistered record
+    let produce = raw_produce(&own.cluster.brokers, backlog.max(20_000) as usize, size).await?;
+    rows.push(Measure::rate(
+        &format!(
+            "outbox relay draining {backlog} events (built at {:.0} commands/s with the relay off)",
+            backlog_load.accepted as f64 / backlog_load.seconds
+        ),
+        "events",
+        relay_rate,
+        Some(("librdkafka produce, idempotent, acks=all", produce)),
+        ">= 50% of raw",
+    ));
+    report("write", &rows)
+}

@@ -1,0 +1,121 @@
+//! The benchmarks' one table: each benchmark reports its measures next to the raw limit
+//! measured in the same run, and `deploy/bench.sh` gathers them (from the JSON lines appended
+//! to `HEALTHPLANE_BENCH_RESULTS`) into `docs/benchmarks.md`. A slow figure is a figure, never
+//! an error.
+
+use std::io::Write;
+
+/// One row: what was measured, Healthplane's figure, the raw limit, their ratio, the target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measure {
+    pub measure: String,
+    pub healthplane: String,
+    pub raw_limit: String,
+    pub ratio: String,
+    pub target: String,
+}
+
+impl Measure {
+    /// A throughput next to its raw limit (both per second), with the ratio.
+    pub fn rate(
+        measure: &str,
+        unit: &str,
+        value: f64,
+        raw: Option<(&str, f64)>,
+        target: &str,
+    ) -> Measure {
+        let (raw_limit, ratio) = match raw {
+            Some((what, limit)) => (
+                format!("{} {unit}/s ({what})", thousands(limit)),
+                format!("{:.0}%", 100.0 * value / limit),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        Measure {
+            measure: measure.into(),
+            healthplane: format!("{} {unit}/s", thousands(value)),
+            raw_limit,
+            ratio,
+            target: target.into(),
+        }
+    }
+
+    /// Any other figure, as text.
+    pub fn text(
+        measure: &str,
+        healthplane: String,
+        raw_limit: String,
+        ratio: String,
+        target: &str,
+    ) -> Measure {
+        Measure {
+            measure: measure.into(),
+            healthplane,
+            raw_limit,
+            ratio,
+            target: target.into(),
+        }
+    }
+}
+
+/// `12,345`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Prints `rows` as a Markdown table and appends them to `HEALTHPLANE_BENCH_RESULTS` (JSON
+/// lines, with the benchmark's name) when set.
+pub fn report(bench: &str, rows: &[Measure]) -> anyhow::Result<()> {
+    println!("\n| measure | Healthplane | raw limit, same run | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.measure, r.healthplane, r.raw_limit, r.ratio, r.target
+        );
+    }
+    if let Ok(path) = std::env::var("HEALTHPLANE_BENCH_RESULTS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        for r in rows {
+            writeln!(file, "{}", serde_json::json!({"bench": bench, "row": r}))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_as_people_write_them() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        let m = Measure::rate(
+            "relay",
+            "events",
+            15_000.0,
+            Some(("produce", 30_000.0)),
+            ">= 50%",
+        );
+        assert_eq!(
+            (
+                m.healthplane.as_str(),
+                m.raw_limit.as_str(),
+                m.ratio.as_str()
+            ),
+            ("15,000 events/s", "30,000 events/s (produce)", "50%")
+        );
+    }
+}
