@@ -18,12 +18,14 @@
 //! reported, while the rest of the outbox keeps flowing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use platform::kafka::{BrokerWatch, RenewingProducer};
 use platform::metrics::Metrics;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -56,7 +58,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            batch_size: 500,
+            batch_size: 2_000,
             idle_wait: Duration::from_millis(50),
             retry_wait: Duration::from_millis(250),
             max_retry_wait: Duration::from_secs(30),
@@ -76,9 +78,19 @@ struct RelayMetrics {
     held_aggregates: Gauge,
     depth: Gauge,
     oldest_age: Gauge,
+    /// Where a batch's time goes: lease, encode (and enqueue), ack, mark (and commit).
+    phase_seconds: Family<Vec<(String, String)>, Counter<f64, AtomicU64>>,
 }
 
 impl RelayMetrics {
+    fn phase(&self, phase: &str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.phase_seconds
+            .get_or_create(&vec![("phase".to_string(), phase.to_string())])
+            .inc_by((now - since).as_secs_f64());
+        now
+    }
+
     fn register(metrics: &Metrics) -> Self {
         RelayMetrics {
             published: metrics.register(
@@ -120,6 +132,13 @@ impl RelayMetrics {
                 "outbox_oldest_unpublished_age_seconds",
                 "Age of the oldest unpublished outbox event",
                 Gauge::default(),
+            ),
+            phase_seconds: metrics.register(
+                "outbox_relay_phase_seconds",
+                "Seconds the relay spent per phase of its batches: lease (the outbox rows and their \
+                 locks), encode (Avro, enqueued to the producer), ack (waiting for the broker), \
+                 mark (marking published and committing)",
+                Family::default(),
             ),
         }
     }
@@ -439,8 +458,10 @@ impl Relay {
     /// Publishes one batch: leases it, sends every event, waits for the acks, marks what the
     /// broker acknowledged. `Err` only when the event store failed.
     pub async fn publish_batch(&self, skip: &[Uuid]) -> anyhow::Result<BatchReport> {
+        let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         let entries = store::lease_unpublished(&mut tx, self.config.batch_size, skip).await?;
+        let phase = self.metrics.phase("lease", started);
         let mut report = BatchReport::default();
         if entries.is_empty() {
             self.health.update(|s| s.last_progress = Instant::now());
@@ -467,6 +488,7 @@ impl Relay {
                 }
             }
         }
+        let phase = self.metrics.phase("encode", phase);
         let mut published = Vec::with_capacity(in_flight.len());
         for (entry, delivery) in in_flight {
             let aggregate = entry.event.envelope.aggregate_id;
@@ -491,8 +513,10 @@ impl Relay {
                 }
             }
         }
+        let phase = self.metrics.phase("ack", phase);
         store::mark_published(&mut tx, &published).await?;
         tx.commit().await?;
+        self.metrics.phase("mark", phase);
         self.metrics.published.inc_by(published.len() as u64);
         report.published = published.len();
         report.delivered = entries

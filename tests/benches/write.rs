@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use events::Role;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tests::bench::{Measure, report};
 use tests::{
@@ -22,7 +23,62 @@ use tests::{
 
 const CLIENTS: usize = 32;
 
-/// Records/s a plain producer gets acknowledged, sending `n` records of `size` bytes.
+/// CPU seconds (user + system) used so far by every process whose name (`/proc/<pid>/comm`)
+/// starts with one of `names`, by name; this process counts as `load generator`.
+fn cpu_seconds(names: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    fn ticks(stat: &str) -> Option<f64> {
+        // After the parenthesised name: state, then fields 4.. ; utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+    }
+    let hz = 100.0; // USER_HZ on Linux
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let Some(name) = names.iter().find(|n| comm.trim().starts_with(*n)) else {
+            continue;
+        };
+        if let Some(t) = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(ticks)
+        {
+            *out.entry(name.to_string()).or_insert(0.0) += t / hz;
+        }
+    }
+    if let Some(t) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(ticks)
+    {
+        out.insert("load generator".into(), t / hz);
+    }
+    out
+}
+
+/// Each process's share of the machine's CPU between two `cpu_seconds` readings.
+fn cpu_shares(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    seconds: f64,
+) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    after
+        .iter()
+        .map(|(name, t)| {
+            let used = t - before.get(name).copied().unwrap_or(0.0);
+            format!("{name} {:.0}%", 100.0 * used / (seconds * cores))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Records/s a plain producer gets acknowledged, sending `n` records of `size` bytes with the
+/// four headers of a Healthplane record, all at once.
 async fn raw_produce(brokers: &str, n: usize, size: usize) -> anyhow::Result<f64> {
     let topic = "healthplane.bench.raw-produce";
     let spec = events::catalog::TopicSpec {
@@ -39,9 +95,32 @@ async fn raw_produce(brokers: &str, n: usize, size: usize) -> anyhow::Result<f64
     let payload = vec![b'x'; size];
     let started = Instant::now();
     let keys: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    // The headers every Healthplane record carries (event_type, event_id, correlation_id,
+    // traceparent), at their sizes: the broker stores each.
+    let traceparent = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
     let sends = keys.iter().map(|key| {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event_type",
+                value: Some("PatientRegistered"),
+            })
+            .insert(Header {
+                key: "event_id",
+                value: Some(key.as_str()),
+            })
+            .insert(Header {
+                key: "correlation_id",
+                value: Some(key.as_str()),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some(traceparent.as_str()),
+            });
         producer.send(
-            FutureRecord::to(topic).key(key).payload(&payload),
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(&payload)
+                .headers(headers),
             Duration::from_secs(120),
         )
     });
@@ -221,7 +300,10 @@ async fn main() -> anyhow::Result<()> {
             deepest
         })
     };
+    const PROCESSES: [&str; 4] = ["command-api", "postgres", "tansu", "projector"];
+    let cpu_before = cpu_seconds(&PROCESSES);
     let load = saturate(&stack.command_url, seconds).await;
+    let cpu = cpu_shares(&cpu_before, &cpu_seconds(&PROCESSES), load.seconds);
     let deepest = sampler.await?;
     let rss = stack.processes[0].rss_kib();
     let drained = Instant::now();
@@ -268,6 +350,13 @@ async fn main() -> anyhow::Result<()> {
         "bounded",
     ));
     rows.push(Measure::text(
+        "machine CPU during the saturation, by process (of all cores)",
+        cpu,
+        "—".into(),
+        "—".into(),
+        "—",
+    ));
+    rows.push(Measure::text(
         "command API RSS after the load",
         format!("{} MiB", rss / 1024),
         "—".into(),
@@ -286,10 +375,13 @@ async fn main() -> anyhow::Result<()> {
     stack.processes[0].kill();
     let (mut quiet, quiet_url) = command_api(&stack, &["--no-relay"]).await;
     eprintln!("building a backlog with the relay off for {seconds} s");
+    let cpu_before = cpu_seconds(&PROCESSES);
     let backlog_load = saturate(&quiet_url, seconds).await;
+    let quiet_cpu = cpu_shares(&cpu_before, &cpu_seconds(&PROCESSES), backlog_load.seconds);
     quiet.kill();
     let backlog = unpublished(&events).await?;
-    let (mut relay, _) = command_api(&stack, &[]).await;
+    let batch = std::env::var("HEALTHPLANE_RELAY_BATCH_SIZE").unwrap_or_else(|_| "2000".into());
+    let (mut relay, relay_url) = command_api(&stack, &["--relay-batch-size", &batch]).await;
     let started = Instant::now();
     while unpublished(&events).await? > 0 {
         anyhow::ensure!(
@@ -299,6 +391,21 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let relay_rate = backlog as f64 / started.elapsed().as_secs_f64();
+    // Where the relay's time went, from its own metrics.
+    let metrics = http_client()
+        .get(format!("{relay_url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let phase = |name: &str| -> f64 {
+        let prefix = format!("healthplane_outbox_relay_phase_seconds_total{{phase=\"{name}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let phases = ["lease", "encode", "ack", "mark"].map(|p| (p, phase(p)));
     relay.kill();
     let size = 420; // about a PatientRegistered record
     let produce = raw_produce(&own.cluster.brokers, backlog.max(20_000) as usize, size).await?;
@@ -309,8 +416,34 @@ async fn main() -> anyhow::Result<()> {
         ),
         "events",
         relay_rate,
-        Some(("librdkafka produce, idempotent, acks=all", produce)),
+        Some((
+            "librdkafka produce of as many records of the same size and headers, idempotent, acks=all",
+            produce,
+        )),
         ">= 50% of raw",
+    ));
+    rows.push(Measure::text(
+        &format!(
+            "command API at saturation with the relay off: {:.0} commands/s, p99 {:.1} ms; CPU by process",
+            backlog_load.accepted as f64 / backlog_load.seconds,
+            backlog_load.p99.as_secs_f64() * 1e3
+        ),
+        quiet_cpu,
+        "—".into(),
+        "—".into(),
+        "—",
+    ));
+    let total: f64 = phases.iter().map(|p| p.1).sum::<f64>().max(1e-9);
+    rows.push(Measure::text(
+        &format!("relay time by phase while draining (batches of {batch})"),
+        phases
+            .iter()
+            .map(|(name, s)| format!("{name} {:.0}%", 100.0 * s / total))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "—".into(),
+        "—".into(),
+        "—",
     ));
     report("write", &rows)
 }

@@ -42,6 +42,13 @@ struct Args {
     /// (`/health/relay` fails, `healthplane_outbox_relay_stalled` is 1, an error is logged).
     #[arg(long, env = "HEALTHPLANE_RELAY_STALL_AFTER_S", default_value_t = 60)]
     relay_stall_after_s: u64,
+    /// Most outbox events the relay leases and sends in one batch (1 to 10,000). The relay
+    /// waits for the broker's acks of a batch before the next: larger batches make fewer,
+    /// fuller produce requests (on this machine's broker 500 reached 955 events/s, 2,000
+    /// 1,142, against 1,342 for a plain producer sending everything at once).
+    #[arg(long, env = "HEALTHPLANE_RELAY_BATCH_SIZE", default_value_t = 2_000,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    relay_batch_size: i64,
     #[command(flatten)]
     api: platform::consistency::ApiArgs,
 }
@@ -76,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             batch_timeout: Duration::from_millis(args.relay_delivery_timeout_ms)
                 + Duration::from_secs(30),
             stall_after: Duration::from_secs(args.relay_stall_after_s),
+            batch_size: args.relay_batch_size,
             ..RelayConfig::default()
         };
         let relay = Relay::new(relay_pool, producer, codec, config, &metrics)
