@@ -31,6 +31,10 @@ struct Args {
     /// A checkpoint is written as soon as this many records wait in a partition.
     #[arg(long, env = "HEALTHPLANE_SEAL_MAX_RECORDS", default_value_t = 10_000)]
     max_records: i64,
+    /// Public keys whose checkpoints this sealer resumes from besides its own (`<key id>
+    /// <public key>` lines, e.g. the auditors' keyring, for a sealer whose key was rotated).
+    #[arg(long, env = "HEALTHPLANE_AUDIT_KEYRING")]
+    keyring: Option<PathBuf>,
     /// Address of `/health/*` and `/metrics`.
     #[arg(
         long,
@@ -71,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
         lock_database_url: args.lock_database_url.clone(),
         policy,
         instance: format!("{host}/{}", std::process::id()),
+        keyring: match &args.keyring {
+            Some(path) => platform::signing::Keyring::from_file(path)?,
+            None => platform::signing::Keyring::default(),
+        },
     };
     tracing::info!(
         key_id = signer.key_id(),

@@ -104,7 +104,11 @@ impl PartitionSeal {
         }
         match self.last_sealed_at {
             None => true,
-            Some(at) => (now - at).to_std().unwrap_or_default() >= policy.interval,
+            // A last checkpoint "from the future" (a clock that jumped back) does not stop the
+            // checkpoints: it is due now.
+            Some(at) => (now - at)
+                .to_std()
+                .map_or(true, |elapsed| elapsed >= policy.interval),
         }
     }
 
@@ -196,6 +200,11 @@ mod tests {
         );
         seal.sealed(&second, b"second");
         assert_eq!(seal.pending(), 0);
+
+        // A last checkpoint stamped in the future is due at once.
+        let mut skewed = seal.clone();
+        skewed.last_sealed_at = Some(t0 + chrono::Duration::hours(1));
+        assert!(skewed.due(t0, &POLICY));
 
         // Idle: the next checkpoint comes with the interval, covering nothing new.
         let later = t0 + chrono::Duration::seconds(61);

@@ -13,12 +13,12 @@ use chrono::Utc;
 use events::audit::AuditCheckpoint;
 use events::catalog::{AUDIT_CHECKPOINTS, AUDIT_PHI_ACCESS, topic};
 use platform::metrics::Metrics;
-use platform::signing::RecordSigner;
+use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
@@ -40,7 +40,17 @@ pub struct SealerConfig {
     pub policy: SealPolicy,
     /// Names this instance in its checkpoints.
     pub instance: String,
+    /// The keys whose checkpoints the sealer resumes from (its own key is always trusted): a
+    /// checkpoint anyone else wrote is passed over.
+    pub keyring: Keyring,
 }
+
+/// How long a new session waits before reading the checkpoints: longer than a checkpoint
+/// request of an earlier session (or of a sealer that died holding the lock) can still be in
+/// flight, so none lands after the recovery read.
+const FENCE: Duration = Duration::from_secs(6);
+/// The checkpoint producer's request timeout (below `FENCE`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an operator watches.
 #[derive(Clone)]
@@ -158,7 +168,12 @@ pub async fn run(
     };
     metrics.active.set(1);
     metrics.status.lock().expect("status poisoned").active = true;
-    let mut backoff = Duration::from_millis(500);
+    // A predecessor's last checkpoint may still be on its way to the broker.
+    tokio::select! {
+        _ = tokio::time::sleep(FENCE) => {}
+        _ = shutdown.changed() => return Ok(()),
+    }
+    let mut backoff = FENCE;
     loop {
         match session(&config, &signer, &metrics, &mut lock, &mut shutdown).await {
             Ok(()) => return Ok(()),
@@ -249,7 +264,7 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
     let codec = EventCodec::new(&config.registry_url);
-    let mut seals = recover(config, &codec).await?;
+    let mut seals = recover(config, &codec, signer).await?;
     let consumer: StreamConsumer = platform::kafka::client_config(&config.brokers)
         .set("group.id", "healthplane-audit-sealer")
         .set("enable.auto.commit", "false")
@@ -267,6 +282,10 @@ async fn session(
     consumer.assign(&assignment)?;
     let producer: FutureProducer =
         platform::kafka::producer_config(&config.brokers, Duration::from_secs(10))
+            .set(
+                "request.timeout.ms",
+                REQUEST_TIMEOUT.as_millis().to_string(),
+            )
             .create()
             .context("cannot create the checkpoint producer")?;
     let publisher = Publisher {
@@ -299,22 +318,21 @@ async fn session(
                 }
                 seal.absorb(&message);
                 if seal.pending() >= config.policy.max_records {
-                    check_lock(lock).await?;
-                    publisher.seal(seal, metrics).await?;
+                    publisher.seal(seal, metrics, lock).await?;
                 }
             }
             _ = ticker.tick() => {
                 check_lock(lock).await?;
                 let now = Utc::now();
                 for seal in seals.values_mut().filter(|s| s.due(now, &config.policy)) {
-                    publisher.seal(seal, metrics).await?;
+                    publisher.seal(seal, metrics, lock).await?;
                 }
                 metrics.observe(&seals);
             }
             _ = shutdown.changed() => {
                 // What was read is sealed before the sealer goes.
                 for seal in seals.values_mut().filter(|s| s.pending() > 0) {
-                    publisher.seal(seal, metrics).await?;
+                    publisher.seal(seal, metrics, lock).await?;
                 }
                 tracing::info!("stopped after sealing what it read");
                 return Ok(());
@@ -340,7 +358,14 @@ struct Publisher<'a> {
 
 impl Publisher<'_> {
     /// Publishes the partition's next checkpoint and waits for the broker's acknowledgement.
-    async fn seal(&self, seal: &mut PartitionSeal, metrics: &SealerMetrics) -> anyhow::Result<()> {
+    /// Checks first that this sealer still holds the lock: one that lost it publishes nothing.
+    async fn seal(
+        &self,
+        seal: &mut PartitionSeal,
+        metrics: &SealerMetrics,
+        lock: &mut sqlx::PgConnection,
+    ) -> Result<(), Fatal> {
+        check_lock(lock).await?;
         let checkpoint = seal.checkpoint(Utc::now(), self.instance);
         let value = self
             .codec
@@ -388,10 +413,15 @@ impl Publisher<'_> {
 
 /// The newest checkpoint of each partition, with its value bytes, from the checkpoints topic:
 /// read backwards in growing windows from its end, since only the newest ones matter.
+///
+/// Only a checkpoint signed by a trusted key, for a partition the log has, under its own key,
+/// counts; of those, each partition's highest sequence. Anything else — undecodable, forged,
+/// misfiled — is passed over with a warning (`replay-tool audit verify` names it).
 pub async fn newest_checkpoints(
     brokers: &str,
     codec: &EventCodec,
     partitions: i32,
+    keyring: &Keyring,
 ) -> anyhow::Result<BTreeMap<i32, (AuditCheckpoint, Vec<u8>)>> {
     let consumer = || -> anyhow::Result<StreamConsumer> {
         platform::kafka::client_config(brokers)
@@ -426,20 +456,36 @@ pub async fn newest_checkpoints(
             if message.offset() >= end {
                 break;
             }
-            let value = message.payload().unwrap_or_default().to_vec();
-            let checkpoint: AuditCheckpoint =
-                codec.decode(Some(&value)).await.with_context(|| {
-                    format!("checkpoint at offset {} does not decode", message.offset())
-                })?;
-            if checkpoint.topic == AUDIT_PHI_ACCESS {
-                found.insert(checkpoint.partition, (checkpoint, value));
+            let last = message.offset() + 1 >= end;
+            match trusted_checkpoint(&message, codec, keyring, partitions).await {
+                Ok(checkpoint) => {
+                    let value = message.payload().unwrap_or_default().to_vec();
+                    let newer = found.get(&checkpoint.partition).is_none_or(
+                        |(c, _): &(AuditCheckpoint, Vec<u8>)| checkpoint.sequence > c.sequence,
+                    );
+                    if newer {
+                        found.insert(checkpoint.partition, (checkpoint, value));
+                    }
+                }
+                Err(why) => tracing::warn!(
+                    offset = message.offset(),
+                    why,
+                    "passing over a record of the checkpoints topic"
+                ),
             }
-            if message.offset() + 1 >= end {
+            if last {
                 break;
             }
         }
         for (partition, checkpoint) in found {
-            newest.entry(partition).or_insert(checkpoint);
+            let newer = newest
+                .get(&partition)
+                .is_none_or(|(c, _): &(AuditCheckpoint, Vec<u8>)| {
+                    checkpoint.0.sequence > c.sequence
+                });
+            if newer {
+                newest.insert(partition, checkpoint);
+            }
         }
         end = start;
         window *= 4;
@@ -447,27 +493,85 @@ pub async fn newest_checkpoints(
     Ok(newest)
 }
 
+/// The checkpoint in `message`, if a trusted key signed it and it is filed where it belongs.
+async fn trusted_checkpoint(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    codec: &EventCodec,
+    keyring: &Keyring,
+    partitions: i32,
+) -> Result<AuditCheckpoint, String> {
+    let header = |name: &str| {
+        message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        })
+    };
+    let value = message.payload().unwrap_or_default();
+    let key = message.key().unwrap_or_default();
+    keyring
+        .verify(
+            AUDIT_CHECKPOINTS,
+            key,
+            value,
+            header(KEY_ID_HEADER),
+            header(SIGNATURE_HEADER),
+        )
+        .map_err(|fault| format!("signature: {fault:?}"))?;
+    let checkpoint: AuditCheckpoint = codec
+        .decode(Some(value))
+        .await
+        .map_err(|e| format!("does not decode: {e}"))?;
+    if checkpoint.topic != AUDIT_PHI_ACCESS
+        || !(0..partitions).contains(&checkpoint.partition)
+        || key != checkpoint.partition.to_string().as_bytes()
+        || checkpoint.end_offset < checkpoint.start_offset
+        || checkpoint.start_offset < 0
+        || checkpoint.chain_length < 0
+    {
+        return Err("not a checkpoint of a partition of the audit log".into());
+    }
+    Ok(checkpoint)
+}
+
 async fn recover(
     config: &SealerConfig,
     codec: &EventCodec,
+    signer: &RecordSigner,
 ) -> anyhow::Result<BTreeMap<i32, PartitionSeal>> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("the audit topic is in the catalog")
         .partitions;
-    let newest = newest_checkpoints(&config.brokers, codec, partitions).await?;
+    let mut keyring = config.keyring.clone();
+    keyring.trust(&signer.keyring_line())?;
+    let newest = newest_checkpoints(&config.brokers, codec, partitions, &keyring).await?;
     let watermarks: StreamConsumer = platform::kafka::client_config(&config.brokers)
         .create()
         .context("cannot create a Kafka client")?;
     let mut seals = BTreeMap::new();
     for partition in 0..partitions {
+        let (low, high) = watermarks
+            .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
+            .context("cannot read the audit log's offsets")?;
         let seal = match newest.get(&partition) {
-            Some((checkpoint, value)) => PartitionSeal::resume(checkpoint, value)?,
-            None => {
-                let (low, _) = watermarks
-                    .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
-                    .context("cannot read the audit log's offsets")?;
-                PartitionSeal::new(AUDIT_PHI_ACCESS, partition, low)
+            Some((checkpoint, value)) => {
+                if checkpoint.end_offset > high {
+                    // Sealed beyond the log's end as the broker reports it: the log may have
+                    // been cut after it was sealed. The chain goes on from the checkpoint
+                    // (records below it are never chained twice) and verify names the cut.
+                    tracing::error!(
+                        partition,
+                        sequence = checkpoint.sequence,
+                        sealed_through = checkpoint.end_offset - 1,
+                        log_end = high - 1,
+                        "the audit log ends before its newest checkpoint: it may have been cut; run `replay-tool audit verify`"
+                    );
+                }
+                PartitionSeal::resume(checkpoint, value)?
             }
+            None => PartitionSeal::new(AUDIT_PHI_ACCESS, partition, low),
         };
         seals.insert(partition, seal);
     }

@@ -182,6 +182,12 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
+    /// Trusts one more key: a `<key id> <public key>` line.
+    pub fn trust(&mut self, line: &str) -> anyhow::Result<()> {
+        self.keys.extend(Self::parse(line)?.keys);
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -134,12 +134,14 @@ pub(crate) struct PartitionCheck {
 
 impl PartitionCheck {
     /// `checkpoints` in the order of the checkpoints topic; `log_start` is the partition's
-    /// first offset (later than 0 once retention deleted records).
+    /// first offset (later than 0 once retention deleted records); a checkpoint sealed before
+    /// `expired_before` is one whose records retention may have deleted.
     pub(crate) fn new(
         topic: &str,
         partition: i32,
         checkpoints: Vec<ReadCheckpoint>,
         log_start: i64,
+        expired_before: DateTime<Utc>,
     ) -> PartitionCheck {
         let mut findings = Vec::new();
         let mut trusted: VecDeque<ReadCheckpoint> = VecDeque::new();
@@ -149,7 +151,33 @@ impl PartitionCheck {
             kind,
             detail: Some(detail),
         };
+        // Ranges the log no longer holds from their start: gone with retention (nothing to
+        // check), or deleted early (a finding).
+        let mut kept = Vec::new();
+        let mut deleted_early = None;
         for read in checkpoints {
+            let cp = &read.checkpoint;
+            if read.signature.is_ok() && cp.start_offset < log_start {
+                if cp.sealed_at >= expired_before && deleted_early.is_none() {
+                    deleted_early = Some(finding(
+                        cp.start_offset,
+                        Kind::MissingRecord,
+                        format!(
+                            "the log starts at offset {log_start}, but checkpoint {} sealed records from offset {} at {}, within the retention period: they were deleted early",
+                            cp.sequence,
+                            cp.start_offset,
+                            cp.sealed_at.to_rfc3339()
+                        ),
+                    ));
+                }
+                if cp.end_offset <= log_start {
+                    continue;
+                }
+            }
+            kept.push(read);
+        }
+        findings.extend(deleted_early);
+        for read in kept {
             let cp = &read.checkpoint;
             if let Err(fault) = read.signature {
                 findings.push(finding(
@@ -165,7 +193,7 @@ impl PartitionCheck {
                 continue;
             }
             match trusted.back().map(|r| &r.checkpoint) {
-                None if cp.sequence > 1 && log_start == 0 => findings.push(finding(
+                None if cp.sequence > 1 && log_start == 0 && cp.sealed_at >= expired_before => findings.push(finding(
                     log_start,
                     Kind::MissingCheckpoint,
                     format!(
@@ -216,8 +244,14 @@ impl PartitionCheck {
             }
             trusted.push_back(read);
         }
+        // Checked from genesis only when the first checkpoint is the partition's first and
+        // the log still holds its whole range; otherwise from the first checkpoint's head.
         let chain = match trusted.front() {
-            Some(first) if first.checkpoint.sequence == 1 => Some(Chain::genesis(topic, partition)),
+            Some(first)
+                if first.checkpoint.sequence == 1 && first.checkpoint.start_offset >= log_start =>
+            {
+                Some(Chain::genesis(topic, partition))
+            }
             _ => None,
         };
         PartitionCheck {
@@ -492,7 +526,18 @@ mod tests {
         fault: SignatureFault,
         age: chrono::Duration,
     ) -> (PartitionSummary, Vec<(i64, Kind)>) {
-        let mut check = PartitionCheck::new(TOPIC, 2, checkpoints, 0);
+        check_from(log, checkpoints, fault, age, 0)
+    }
+
+    fn check_from(
+        log: &[OwnedMessage],
+        checkpoints: Vec<ReadCheckpoint>,
+        fault: SignatureFault,
+        age: chrono::Duration,
+        log_start: i64,
+    ) -> (PartitionSummary, Vec<(i64, Kind)>) {
+        let expired_before = Utc::now() - chrono::Duration::days(2190);
+        let mut check = PartitionCheck::new(TOPIC, 2, checkpoints, log_start, expired_before);
         for message in log {
             let bad = rdkafka::Message::payload(message).is_some_and(|v| v.ends_with(b"!"));
             check.record(message, if bad { Err(fault) } else { Ok(()) });
@@ -540,6 +585,39 @@ mod tests {
         let (mut log, checkpoints) = sealed_log(10, &[], 3);
         log[4] = record(4, "access 4 changed!");
         assert_eq!(fresh(&log, checkpoints), vec![(4, Kind::AlteredRecord)]);
+    }
+
+    #[test]
+    fn records_gone_with_retention_are_not_findings_and_records_deleted_early_are() {
+        let (log, mut checkpoints) = sealed_log(10, &[], 3);
+        // Retention deleted the first four records (and, in segments, not yet their
+        // checkpoints), which were sealed six years ago.
+        let long_ago = Utc::now() - chrono::Duration::days(2200);
+        for c in &mut checkpoints {
+            c.checkpoint.sealed_at = long_ago;
+        }
+        let (summary, findings) = check_from(
+            &log[4..],
+            checkpoints.clone(),
+            SignatureFault::BadSignature,
+            chrono::Duration::zero(),
+            4,
+        );
+        // Only that the newest checkpoint is old: the sealer stopped long ago.
+        assert_eq!(findings, vec![(10, Kind::StaleCheckpoint)]);
+        assert_eq!(summary.records, 6);
+        // The same log cut yesterday: the sealed records were deleted early.
+        for c in &mut checkpoints {
+            c.checkpoint.sealed_at = Utc::now();
+        }
+        let (_, findings) = check_from(
+            &log[4..],
+            checkpoints,
+            SignatureFault::BadSignature,
+            chrono::Duration::zero(),
+            4,
+        );
+        assert_eq!(findings, vec![(0, Kind::MissingRecord)]);
     }
 
     #[test]

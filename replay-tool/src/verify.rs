@@ -38,6 +38,11 @@ pub struct VerifyArgs {
     /// The writers' public keys: `<key id> <public key>` lines (see `audit keygen`).
     #[arg(long, env = "HEALTHPLANE_AUDIT_KEYRING")]
     keyring: PathBuf,
+    /// The keys trusted to sign checkpoints, when they are kept apart from the writers' (so
+    /// that a writer's key, e.g. the internet-facing query API's, cannot sign a checkpoint);
+    /// by default the keyring above.
+    #[arg(long, env = "HEALTHPLANE_AUDIT_SEALER_KEYRING")]
+    sealer_keyring: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// A partition whose newest checkpoint is older than this (seconds) is a finding: the
@@ -333,7 +338,11 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
-    let (mut checkpoints, mut findings) = read_checkpoints(kafka, &keyring).await?;
+    let sealers = match &args.sealer_keyring {
+        Some(path) => Keyring::from_file(path)?,
+        None => keyring.clone(),
+    };
+    let (mut checkpoints, mut findings) = read_checkpoints(kafka, &sealers).await?;
     let starts = {
         let consumer = crate::audit::replay_consumer(kafka)?;
         (0..partitions)
@@ -345,12 +354,27 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<Vec<i64>>>()?
     };
+    // Records sealed before this may be gone with the log's retention (a week's slack for
+    // whole segments expiring together).
+    let expired_before = chrono::Utc::now()
+        - chrono::Duration::milliseconds(
+            topic(AUDIT_PHI_ACCESS)
+                .expect("audit topic is in the catalog")
+                .retention_ms(),
+        )
+        + chrono::Duration::days(7);
     let mut checks: BTreeMap<i32, PartitionCheck> = (0..partitions)
         .map(|p| {
             let ranges = checkpoints.remove(&p).unwrap_or_default();
             (
                 p,
-                PartitionCheck::new(AUDIT_PHI_ACCESS, p, ranges, starts[p as usize]),
+                PartitionCheck::new(
+                    AUDIT_PHI_ACCESS,
+                    p,
+                    ranges,
+                    starts[p as usize],
+                    expired_before,
+                ),
             )
         })
         .collect();

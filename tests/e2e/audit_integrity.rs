@@ -39,8 +39,8 @@ fn verify_on(cluster: &tests::Cluster) -> (i32, Vec<Value>) {
     (status, lines)
 }
 
-/// Waits until every record of the audit log is covered by a checkpoint; returns the last
-/// verify's status and lines.
+/// Waits until every record of the audit log is covered by a trusted checkpoint; returns the
+/// last verify's status and lines.
 async fn sealed(cluster: &tests::Cluster) -> (i32, Vec<Value>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -739,12 +739,49 @@ async fn a_sealer_killed_mid_run_hands_over_to_its_standby_and_the_chain_still_v
     let (status, lines) = sealed(cluster).await;
     assert_eq!(status, 0, "{lines:?}");
 
-    // Killed again, the other one restarted: it recovers from the newest checkpoints.
+    // Killed again, and someone slips a forged checkpoint in (no signature) that claims
+    // partition 0 is sealed far beyond its end. The other sealer, restarted, passes it over
+    // and resumes from the newest checkpoints it trusts: only the forgery is a finding.
     second.kill9();
+    let forged_checkpoint = events::audit::AuditCheckpoint {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: events::audit::AUDIT_CHECKPOINT_SEALED.into(),
+        sealed_at: chrono::Utc::now(),
+        topic: AUDIT_PHI_ACCESS.into(),
+        partition: 0,
+        sequence: 1_000_000,
+        start_offset: 0,
+        end_offset: 1_000_000,
+        record_count: 1_000_000,
+        chain_length: 1_000_000,
+        chain_hash: "0".repeat(64),
+        previous_checkpoint: None,
+        sealer: "forger".into(),
+    };
+    let bytes = EventCodec::new(&cluster.registry_url)
+        .encode(AUDIT_CHECKPOINTS, &forged_checkpoint)
+        .await
+        .unwrap();
+    let producer: FutureProducer =
+        platform::kafka::producer_config(&cluster.brokers, Duration::from_secs(30))
+            .create()
+            .unwrap();
+    producer
+        .send(
+            FutureRecord::to(AUDIT_CHECKPOINTS).key("0").payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the broker takes it");
     first.restart().await;
     write_signed(cluster, 50).await;
     let (status, lines) = sealed(cluster).await;
-    assert_eq!(status, 0, "{lines:?}");
+    assert_eq!(status, 2, "{lines:?}");
+    assert_eq!(
+        findings(&lines),
+        vec![(0, 0, "broken-checkpoint".to_string())],
+        "{lines:?}"
+    );
     let reports: Vec<&Value> = lines
         .iter()
         .filter_map(|l| l.get("partition_report"))
