@@ -13,12 +13,12 @@ use chrono::Utc;
 use events::audit::AuditCheckpoint;
 use events::catalog::{AUDIT_CHECKPOINTS, AUDIT_PHI_ACCESS, topic};
 use platform::metrics::Metrics;
-use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER};
+use platform::signing::{Keyring, RecordSigner};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
@@ -500,25 +500,10 @@ async fn trusted_checkpoint(
     keyring: &Keyring,
     partitions: i32,
 ) -> Result<AuditCheckpoint, String> {
-    let header = |name: &str| {
-        message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        })
-    };
     let value = message.payload().unwrap_or_default();
     let key = message.key().unwrap_or_default();
     keyring
-        .verify(
-            AUDIT_CHECKPOINTS,
-            key,
-            value,
-            header(KEY_ID_HEADER),
-            header(SIGNATURE_HEADER),
-        )
+        .verify_message(AUDIT_CHECKPOINTS, message)
         .map_err(|fault| format!("signature: {fault:?}"))?;
     let checkpoint: AuditCheckpoint = codec
         .decode(Some(value))

@@ -182,6 +182,32 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
+    /// Whether a consumed record of `topic` carries a signature that holds (headers
+    /// [`KEY_ID_HEADER`] and [`SIGNATURE_HEADER`]).
+    pub fn verify_message(
+        &self,
+        topic: &str,
+        message: &impl rdkafka::message::Message,
+    ) -> Result<(), SignatureFault> {
+        use rdkafka::message::Headers;
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+            })
+        };
+        self.verify(
+            topic,
+            message.key().unwrap_or_default(),
+            message.payload().unwrap_or_default(),
+            header(KEY_ID_HEADER),
+            header(SIGNATURE_HEADER),
+        )
+    }
+
     /// Trusts one more key: a `<key id> <public key>` line.
     pub fn trust(&mut self, line: &str) -> anyhow::Result<()> {
         self.keys.extend(Self::parse(line)?.keys);
@@ -262,6 +288,38 @@ mod tests {
         assert_eq!(
             keyring.verify("t", b"k", b"value", id, Some(&forged)),
             Err(SignatureFault::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_consumed_record_verifies_by_the_headers_its_writer_added() {
+        use rdkafka::message::{OwnedHeaders, OwnedMessage};
+        let (private, line) = RecordSigner::generate().unwrap();
+        let signer = RecordSigner::from_base64(&private).unwrap();
+        let keyring = Keyring::parse(&line).unwrap();
+        let message = |headers: OwnedHeaders| {
+            OwnedMessage::new(
+                Some(b"value".to_vec()),
+                Some(b"key".to_vec()),
+                "t".into(),
+                rdkafka::Timestamp::NotAvailable,
+                0,
+                7,
+                Some(headers),
+            )
+        };
+        let signed = signer.signed_headers(OwnedHeaders::new(), "t", b"key", b"value");
+        assert_eq!(
+            keyring.verify_message("t", &message(signed.clone())),
+            Ok(())
+        );
+        assert_eq!(
+            keyring.verify_message("u", &message(signed)),
+            Err(SignatureFault::BadSignature)
+        );
+        assert_eq!(
+            keyring.verify_message("t", &message(OwnedHeaders::new())),
+            Err(SignatureFault::Unsigned)
         );
     }
 

@@ -20,11 +20,11 @@ use anyhow::Context;
 use events::audit::AuditCheckpoint;
 use events::catalog::{AUDIT_CHECKPOINTS, AUDIT_PHI_ACCESS, topic};
 use platform::config::KafkaArgs;
-use platform::signing::{KEY_ID_HEADER, Keyring, RecordSigner, SIGNATURE_HEADER};
+use platform::signing::{Keyring, RecordSigner};
 
 use crate::seals::{self, PartitionCheck, ReadCheckpoint};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -275,13 +275,7 @@ async fn read_checkpoints(
         }
         previous = Some(message.offset());
         let value = message.payload().unwrap_or_default();
-        let signature = keyring.verify(
-            AUDIT_CHECKPOINTS,
-            message.key().unwrap_or_default(),
-            value,
-            header(&message, KEY_ID_HEADER),
-            header(&message, SIGNATURE_HEADER),
-        );
+        let signature = keyring.verify_message(AUDIT_CHECKPOINTS, &message);
         match codec.decode::<AuditCheckpoint>(Some(value)).await {
             Ok(checkpoint) if checkpoint.topic == AUDIT_PHI_ACCESS => {
                 checkpoints
@@ -316,16 +310,6 @@ async fn read_checkpoints(
         }
     }
     Ok((checkpoints, findings))
-}
-
-fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
-    message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-    })
 }
 
 pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
@@ -389,13 +373,7 @@ pub async fn verify(kafka: &KafkaArgs, args: VerifyArgs) -> anyhow::Result<()> {
         });
     }
     scan_audit_log(kafka, None, async |message| {
-        let signature = keyring.verify(
-            AUDIT_PHI_ACCESS,
-            message.key().unwrap_or_default(),
-            message.payload().unwrap_or_default(),
-            header(message, KEY_ID_HEADER),
-            header(message, SIGNATURE_HEADER),
-        );
+        let signature = keyring.verify_message(AUDIT_PHI_ACCESS, message);
         if let Some(check) = checks.get_mut(&message.partition()) {
             check.record(message, signature);
         }
