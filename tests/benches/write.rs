@@ -6,7 +6,9 @@
 //!   next to single-row transactional inserts into PostgreSQL by as many connections;
 //! - the relay alone draining a backlog the API built with the relay off: events/s, next to a
 //!   plain librdkafka producer (idempotent, acks=all) sending as many records of the same size
-//!   to the same broker.
+//!   and headers to the same broker;
+//! - end-to-end latency at a fixed 1,000 commands/s, from each command's `201` to its event
+//!   read back from the broker.
 //!
 //! Run with `./deploy/bench.sh write`; `HEALTHPLANE_BENCH_SECONDS` sets each load's length
 //! (default 15).
@@ -271,6 +273,106 @@ async fn command_api(stack: &Stack, extra: &[&str]) -> (Process, String) {
     (process, url)
 }
 
+/// End-to-end latency at a fixed rate: `rate` commands/s for `seconds`, sent on schedule
+/// (open loop); each command's latency runs from its `201` to when a consumer of
+/// `healthcare.patient.created` on the same broker receives its event (an upper bound of the
+/// broker's ack). Returns p50, p99, and how many events never arrived within a minute.
+async fn end_to_end(
+    command_url: &str,
+    brokers: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let topic = events::catalog::PATIENT_CREATED;
+    let consumer: StreamConsumer = platform::kafka::client_config(brokers)
+        .set("group.id", format!("bench-e2e-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let partitions = events::catalog::topic(topic).expect("catalog").partitions;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, p, rdkafka::Offset::Offset(high))?;
+    }
+    consumer.assign(&assignment)?;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let reader = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    message = consumer.recv() => {
+                        if let Ok(m) = message
+                            && let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok())
+                        {
+                            received.lock().expect("lock").insert(key.to_string(), Instant::now());
+                        }
+                    }
+                    _ = stop_rx.changed() => return,
+                }
+            }
+        })
+    };
+    let http = http_client();
+    let admin = token(Role::Admin, "bench-front-desk", None);
+    let url = format!("{command_url}/v1/patients");
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = Vec::new();
+    for _ in 0..rate * seconds {
+        ticker.tick().await;
+        let (http, admin, url) = (http.clone(), admin.clone(), url.clone());
+        sent.push(tokio::spawn(async move {
+            let response = http
+                .post(&url)
+                .bearer_auth(&admin)
+                .json(&ada())
+                .send()
+                .await
+                .ok()?;
+            let accepted = Instant::now();
+            if response.status().as_u16() != 201 {
+                return None;
+            }
+            let body: serde_json::Value = response.json().await.ok()?;
+            Some((body["id"].as_str()?.to_string(), accepted))
+        }));
+    }
+    let mut accepted = Vec::new();
+    for handle in sent {
+        if let Some(a) = handle.await? {
+            accepted.push(a);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let seen = received.lock().expect("lock").len();
+        if seen >= accepted.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(true);
+    reader.await?;
+    let received = received.lock().expect("lock");
+    let mut latencies: Vec<Duration> = accepted
+        .iter()
+        .filter_map(|(id, at)| received.get(id).map(|r| r.saturating_duration_since(*at)))
+        .collect();
+    let missing = accepted.len() - latencies.len();
+    latencies.sort();
+    anyhow::ensure!(!latencies.is_empty(), "no event arrived");
+    Ok((
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        missing,
+    ))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
@@ -315,6 +417,24 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_after = drained.elapsed().as_secs_f64();
+    eprintln!("1,000 commands/s for {seconds} s, each followed to its event on the broker");
+    let (e2e_p50, e2e_p99, lost) =
+        end_to_end(&stack.command_url, &stack.cluster.brokers, 1_000, seconds).await?;
+    rows.push(Measure::text(
+        "end-to-end latency at 1,000 commands/s: `201` to the event read from the broker (p50 / p99)",
+        format!(
+            "{:.0} / {:.0} ms{}",
+            e2e_p50.as_secs_f64() * 1e3,
+            e2e_p99.as_secs_f64() * 1e3,
+            if lost > 0 { format!(" ({lost} not seen within a minute)") } else { String::new() }
+        ),
+        "—".into(),
+        "—".into(),
+        "p99 < 100 ms",
+    ));
+    while unpublished(&events).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let raw_inserts = raw_inserts(
         &format!("{}_raw", stack.databases.event_store),
         CLIENTS,
