@@ -343,7 +343,7 @@ async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     let codec = EventCodec::new(&kafka.schema_registry_url);
     let mut accesses = Vec::new();
     let mut undecodable = 0usize;
-    let reports = crate::verify::scan_audit_log(kafka, Some(args.since), async |message| {
+    let scanned = crate::verify::scan_audit_log(kafka, Some(args.since), async |message| {
         match codec.decode::<PhiAccessed>(message.payload()).await {
             Ok(access) if wanted(&access) => accesses.push(access),
             Ok(_) => {}
@@ -367,10 +367,10 @@ async fn replay(kafka: &KafkaArgs, args: AuditArgs) -> anyhow::Result<()> {
     if undecodable > 0 {
         eprintln!("warning: {undecodable} audit record(s) could not be decoded");
     }
-    let scanned: u64 = reports.values().map(|r| r.records).sum();
+    let partitions = scanned.len();
+    let scanned: u64 = scanned.values().sum();
     eprintln!(
-        "{scanned} record(s) of {} partitions scanned, {} matched, in {:.1} s",
-        reports.len(),
+        "{scanned} record(s) of {partitions} partitions scanned, {} matched, in {:.1} s",
         accesses.len(),
         started.elapsed().as_secs_f64()
     );

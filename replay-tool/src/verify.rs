@@ -139,42 +139,29 @@ async fn retention(kafka: &KafkaArgs, name: &'static str) -> RetentionCheck {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize)]
-pub(crate) struct PartitionReport {
-    pub(crate) partition: i32,
-    pub(crate) records: u64,
-    pub(crate) verified: u64,
-    pub(crate) first_offset: Option<i64>,
-    pub(crate) last_offset: Option<i64>,
-}
-
 /// Reads every partition of the audit log from its start (or from where it reaches
 /// `since`) to the end the broker reports when a fetch comes back empty, handing each record to
-/// `each`; returns how many records each partition held.
+/// `each`; returns how many records it read from each partition.
 pub(crate) async fn scan_audit_log(
     kafka: &KafkaArgs,
     since: Option<crate::audit::Since>,
     mut each: impl AsyncFnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<BTreeMap<i32, PartitionReport>> {
+) -> anyhow::Result<BTreeMap<i32, u64>> {
     let partitions = topic(AUDIT_PHI_ACCESS)
         .expect("audit topic is in the catalog")
         .partitions;
     let consumer = crate::audit::replay_consumer(kafka)?;
     let mut assignment = TopicPartitionList::new();
-    let mut reports: BTreeMap<i32, PartitionReport> = BTreeMap::new();
+    let mut records: BTreeMap<i32, u64> = BTreeMap::new();
+    // The last offset read per partition.
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
     let mut open = Vec::new();
     let mut expected = 0usize;
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(AUDIT_PHI_ACCESS, partition, Duration::from_secs(10))
             .context("cannot reach the broker to read the audit log")?;
-        reports.insert(
-            partition,
-            PartitionReport {
-                partition,
-                ..Default::default()
-            },
-        );
+        records.insert(partition, 0);
         let start = match since.and_then(|s| s.from.map(|from| (from, s.clock_skew))) {
             Some((from, skew)) if high > low => {
                 crate::seek::start_offset(
@@ -215,24 +202,20 @@ pub(crate) async fn scan_audit_log(
             }
             Err(e) => return Err(e).context("reading the audit log"),
         };
-        let report = reports.entry(message.partition()).or_default();
         // Offsets only grow within a partition: a record delivered again (tansu repeats a
         // batch after a gap in the offsets) is not another record.
-        if report
-            .last_offset
-            .is_some_and(|last| message.offset() <= last)
-        {
+        let partition = message.partition();
+        if last.get(&partition).is_some_and(|l| message.offset() <= *l) {
             continue;
         }
-        report.records += 1;
-        report.first_offset.get_or_insert(message.offset());
-        report.last_offset = Some(message.offset());
+        last.insert(partition, message.offset());
+        *records.entry(partition).or_default() += 1;
         read += 1;
         progress.update(read, read as f64 / expected as f64);
         each(&message).await?;
     }
     progress.finish();
-    Ok(reports)
+    Ok(records)
 }
 
 /// Every checkpoint in the checkpoints topic, by sealed partition, with its signature

@@ -26,13 +26,6 @@ use tests::bench::{Measure, report};
 use tests::{Cluster, OwnCluster, Sealer, audit_keys, bin_dir, postgres_server};
 use uuid::Uuid;
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn fresh_database(name: &str) -> String {
     format!(
         "{}/hp_test_{}_{name}",
@@ -249,11 +242,11 @@ async fn fill_index(rows: usize) -> anyhow::Result<(String, Uuid, Uuid)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !tests::bench::requested() {
         return Ok(());
     }
-    let records = env_number("HEALTHPLANE_BENCH_AUDIT_RECORDS", 100_000);
-    let index_rows = env_number("HEALTHPLANE_BENCH_AUDIT_ROWS", 10_000_000);
+    let records = tests::bench::env_number("HEALTHPLANE_BENCH_AUDIT_RECORDS", 100_000);
+    let index_rows = tests::bench::env_number("HEALTHPLANE_BENCH_AUDIT_ROWS", 10_000_000);
     // A broker of its own on SQLite storage, as the local stack runs it.
     let (own, _) = OwnCluster::start().await;
     let cluster = own.cluster.clone();

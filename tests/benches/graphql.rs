@@ -204,13 +204,10 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !tests::bench::requested() {
         return Ok(());
     }
-    let seconds: u64 = std::env::var("HEALTHPLANE_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let seconds: u64 = tests::bench::env_number("HEALTHPLANE_BENCH_SECONDS", 20);
     let stack = Stack::start().await;
     let _projectors = stack.start_clinical_projectors().await;
     eprintln!("seeding {PATIENTS} patients with 19 records each");

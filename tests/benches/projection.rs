@@ -173,13 +173,10 @@ struct Line {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !tests::bench::requested() {
         return Ok(());
     }
-    let events: usize = std::env::var("HEALTHPLANE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let events: usize = tests::bench::env_number("HEALTHPLANE_BENCH_EVENTS", 20_000);
     let cluster = Cluster::shared();
     let events_url = fresh_database("events");
     let mut lines = Vec::new();

@@ -19,9 +19,7 @@ use events::Role;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tests::bench::{Measure, report};
-use tests::{
-    Databases, OwnCluster, Process, Stack, ada, bin_dir, free_port, http_client, token, wait_ready,
-};
+use tests::{Databases, OwnCluster, Process, Stack, ada, http_client, token};
 
 const CLIENTS: usize = 32;
 
@@ -236,41 +234,18 @@ async fn unpublished(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
 
 /// A command API of its own on the stack's event store (`extra` args, e.g. `--no-relay`).
 async fn command_api(stack: &Stack, extra: &[&str]) -> (Process, String) {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let database = Databases::as_role(
         &stack.databases.event_store,
         platform::provision::Service::Command,
     );
-    let mut args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--database-url".into(),
-        database,
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let envs = [
-        ("HEALTHPLANE_KAFKA_BROKERS", stack.cluster.brokers.clone()),
-        (
-            "HEALTHPLANE_SCHEMA_REGISTRY_URL",
-            stack.cluster.registry_url.clone(),
-        ),
-    ];
-    let mut process = Process::spawn(
+    tests::start_command_api(
         "command-api-bench",
-        &bin_dir().join("command-api"),
-        &args,
-        &envs,
+        &stack.cluster,
+        &database,
+        extra,
         &stack.log_dir,
-    );
-    wait_ready(
-        &mut process,
-        &format!("{url}/health/ready"),
-        Duration::from_secs(60),
     )
-    .await;
-    (process, url)
+    .await
 }
 
 /// End-to-end latency at a fixed rate: `rate` commands/s for `seconds`, sent on schedule
@@ -376,13 +351,10 @@ async fn end_to_end(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !tests::bench::requested() {
         return Ok(());
     }
-    let seconds: u64 = std::env::var("HEALTHPLANE_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let seconds: u64 = tests::bench::env_number("HEALTHPLANE_BENCH_SECONDS", 15);
     let (own, _) = OwnCluster::start().await;
     let mut stack = Stack::start_with(own.cluster.clone(), Databases::fresh()).await;
     let events = platform::db::connect(&stack.databases.event_store, 2).await?;

@@ -10,9 +10,7 @@ use events::catalog::{PATIENT_CREATED, PATIENT_UPDATED};
 use rdkafka::message::{Headers, Message};
 use reqwest::Method;
 use serde_json::json;
-use tests::{
-    Cluster, Databases, OwnCluster, Process, ada, bin_dir, free_port, read_topic, token, wait_ready,
-};
+use tests::{Cluster, Databases, OwnCluster, Process, ada, read_topic, token};
 use uuid::Uuid;
 
 /// Aggregates in the backlog, each with `VERSIONS` events: 100,000 events.
@@ -26,32 +24,12 @@ async fn command_api(
     relay: bool,
     dir: &std::path::Path,
 ) -> (Process, String) {
-    let mut envs = vec![
-        ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
-        (
-            "HEALTHPLANE_SCHEMA_REGISTRY_URL",
-            cluster.registry_url.clone(),
-        ),
-    ];
-    if !relay {
-        envs.push(("HEALTHPLANE_NO_RELAY", "true".to_string()));
-    }
-    let name = if relay {
-        "command-api-relay"
+    let (name, args): (_, &[&str]) = if relay {
+        ("command-api-relay", &[])
     } else {
-        "command-api-no-relay"
+        ("command-api-no-relay", &["--no-relay"])
     };
-    let url = format!("http://127.0.0.1:{}", free_port());
-    let listen = url.trim_start_matches("http://");
-    let args = ["--listen", listen, "--database-url", database];
-    let mut process = Process::spawn(name, &bin_dir().join("command-api"), &args, &envs, dir);
-    wait_ready(
-        &mut process,
-        &format!("{url}/health/ready"),
-        Duration::from_secs(60),
-    )
-    .await;
-    (process, url)
+    tests::start_command_api(name, cluster, database, args, dir).await
 }
 
 async fn send(

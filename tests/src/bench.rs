@@ -58,6 +58,20 @@ impl Measure {
     }
 }
 
+/// Whether this bench binary was started as a benchmark: `cargo test --all-targets` runs
+/// bench binaries without `--bench`, and then they have nothing to do.
+pub fn requested() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// A number from the environment variable `name`, else `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `12,345`.
 pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));

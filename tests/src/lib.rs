@@ -975,6 +975,40 @@ impl Drop for OwnCluster {
     }
 }
 
+/// A command API of a test's own on the event store `database` (a URL with the role it runs
+/// as), with `args` added (e.g. `--no-relay`), once ready; and its URL.
+pub async fn start_command_api(
+    name: &str,
+    cluster: &Cluster,
+    database: &str,
+    args: &[&str],
+    log_dir: &Path,
+) -> (Process, String) {
+    let envs = [
+        ("HEALTHPLANE_KAFKA_BROKERS", cluster.brokers.clone()),
+        (
+            "HEALTHPLANE_SCHEMA_REGISTRY_URL",
+            cluster.registry_url.clone(),
+        ),
+    ];
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut all = vec![
+        "--listen",
+        url.trim_start_matches("http://"),
+        "--database-url",
+        database,
+    ];
+    all.extend_from_slice(args);
+    let mut process = Process::spawn(name, &bin_dir().join("command-api"), &all, &envs, log_dir);
+    wait_ready(
+        &mut process,
+        &format!("{url}/health/ready"),
+        Duration::from_secs(60),
+    )
+    .await;
+    (process, url)
+}
+
 /// An audit sealer process of a test's own, holding the sealer lock of `lock_database`.
 pub struct Sealer {
     process: Option<Process>,
