@@ -6,13 +6,16 @@
 #   transactional inserts; the relay draining a backlog, next to a plain librdkafka producer;
 #   on a broker of its own with SQLite storage, as the local stack;
 # - projection: each projector from Kafka and a full rebuild from the event store, next to a
-#   raw COPY of the same rows (HEALTHPLANE_BENCH_EVENTS sets the event count);
+#   raw COPY of the same rows and a raw librdkafka consume of the same topic
+#   (HEALTHPLANE_BENCH_EVENTS sets the event count);
 # - graphql: patient(id) at 1,000 req/s and a patient with four nested connections at
 #   300 req/s, each with its audit write, next to { __typename } on the same server, and the
 #   query API's RSS (HEALTHPLANE_BENCH_SECONDS sets each run's length);
 # - audit: full-log replay and verify next to a raw consume of the same topic (SQLite storage),
 #   and a patient's access report from a 10-million-row audit index
 #   (HEALTHPLANE_BENCH_AUDIT_RECORDS, HEALTHPLANE_BENCH_AUDIT_ROWS set the sizes).
+# Every benchmark runs on a throwaway broker with SQLite storage, as the local stack (the
+# write and audit benchmarks start brokers of their own, also on SQLite).
 # Extra arguments pick benchmarks: ./deploy/bench.sh graphql audit
 set -euo pipefail
 # Benchmarks measure the release build: the local stack's and the tests' profile too, so the
@@ -23,7 +26,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_postgres
 ensure_tansu
 build_binaries
-start_throwaway_cluster bench
+start_throwaway_cluster bench sqlite
 
 cd "$HP_ROOT"
 export HEALTHPLANE_BENCH_RESULTS=$RUN/results.jsonl

@@ -110,12 +110,15 @@ build_binaries() {
   (cd "$HP_ROOT" && cargo build --workspace --all-targets --quiet $profile)
 }
 
-# Starts a throwaway tansu broker (memory storage) and schema registry (fresh database, one
-# user with a random password) on free ports, creates the topics and schemas, and exports
-# HEALTHPLANE_TEST_* for the test harness (HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO is the
-# registry's user:password). Stops them and drops the hp_test_* databases on exit.
-# $1 names the run (test, bench).
+# Starts a throwaway tansu broker and schema registry (fresh database, one user with a random
+# password) on free ports, creates the topics and schemas, and exports HEALTHPLANE_TEST_* for
+# the test harness (HEALTHPLANE_TEST_SCHEMA_REGISTRY_USER_INFO is the registry's
+# user:password). Stops them and drops the hp_test_* databases on exit.
+# $1 names the run (test, bench); $2 is the broker's storage: memory (the default: fast, for
+# tests) or sqlite (the local stack's durable storage, indexed as up.sh does: for benchmarks).
 start_throwaway_cluster() {
+  local storage=memory://tansu/
+  [ "${2:-memory}" = sqlite ] && storage=sqlite://tansu.db
   RUN=$(mktemp -d -t "healthplane-$1.XXXXXX")
   KAFKA_PORT=$(free_port)
   REGISTRY_PORT=$(free_port)
@@ -125,11 +128,14 @@ start_throwaway_cluster() {
   CLUSTER_PIDS=()
   trap stop_throwaway_cluster EXIT
 
-  log "starting a throwaway tansu broker on :$KAFKA_PORT"
-  tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine memory://tansu/ >"$RUN/tansu.log" 2>&1 &
+  log "starting a throwaway tansu broker on :$KAFKA_PORT ($storage)"
+  (cd "$RUN" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "$storage") >"$RUN/tansu.log" 2>&1 &
   CLUSTER_PIDS+=($!)
   wait_port 127.0.0.1 "$KAFKA_PORT" 30 || { cat "$RUN/tansu.log"; die "the broker did not start"; }
+  if [ "$storage" = sqlite://tansu.db ]; then
+    python3 "$HP_ROOT/deploy/local/tansu-sqlite-index.py" "$RUN/tansu.db" || die "cannot index the broker's SQLite storage"
+  fi
 
   log "starting a throwaway schema registry on :$REGISTRY_PORT"
   HEALTHPLANE_SCHEMA_REGISTRY_LISTEN=127.0.0.1:$REGISTRY_PORT \

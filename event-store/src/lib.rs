@@ -14,6 +14,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+pub mod group;
+
+pub use group::GroupCommit;
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -101,6 +105,14 @@ pub const MIGRATIONS: &[Migration] = &[
           ALTER INDEX patient_identifier_keys_pkey RENAME TO patient_identifiers_pkey;
           CREATE INDEX patient_identifiers_patient ON patient_identifiers (patient_id);",
     },
+    Migration {
+        version: 5,
+        name: "outbox rows found by event",
+        // Reads of published events (a rebuild's batches, `published_after`) join the outbox
+        // on `event_id`: without this index every batch hashed the whole outbox, so a rebuild
+        // slowed as the store grew.
+        sql: "CREATE INDEX outbox_event ON outbox (event_id);",
+    },
 ];
 
 /// An event to append, with the topic it is published on (`None`: kept in the store only).
@@ -170,6 +182,22 @@ const IDENTIFIER_SYSTEM_KEY: &str = "lower(normalize(system, NFKC))";
 const IDENTIFIER_VALUE_KEY: &str =
     "upper(regexp_replace(normalize(value, NFKC), '[[:space:]./-]', '', 'g'))";
 
+/// The identifiers (systems, values) a patient stream's latest event gives the patient; `None`
+/// when the stream is not a patient's or its latest event does not set them.
+fn identifiers_claimed(stream: &StreamAppend) -> Option<(Vec<&str>, Vec<&str>)> {
+    let identifiers = (stream.aggregate_type == "patient")
+        .then(|| stream.events.last())
+        .flatten()
+        .and_then(|e| e.payload.get("identifiers"))
+        .and_then(|i| i.as_array())?;
+    Some(
+        identifiers
+            .iter()
+            .filter_map(|i| Some((i.get("system")?.as_str()?, i.get("value")?.as_str()?)))
+            .unzip(),
+    )
+}
+
 /// Makes a patient's business identifiers (system + value) theirs alone: the set their latest
 /// event carries replaces what they held. One held by another patient fails the append (the
 /// unique key makes a concurrent claim wait for the first and then fail).
@@ -177,18 +205,9 @@ async fn claim_identifiers(
     tx: &mut PgConnection,
     stream: &StreamAppend,
 ) -> Result<(), AppendError> {
-    let Some(identifiers) = (stream.aggregate_type == "patient")
-        .then(|| stream.events.last())
-        .flatten()
-        .and_then(|e| e.payload.get("identifiers"))
-        .and_then(|i| i.as_array())
-    else {
+    let Some((systems, values)) = identifiers_claimed(stream) else {
         return Ok(());
     };
-    let (systems, values): (Vec<&str>, Vec<&str>) = identifiers
-        .iter()
-        .filter_map(|i| Some((i.get("system")?.as_str()?, i.get("value")?.as_str()?)))
-        .unzip();
     sqlx::query("DELETE FROM patient_identifiers WHERE patient_id = $1")
         .bind(stream.aggregate_id)
         .execute(&mut *tx)
@@ -220,6 +239,7 @@ async fn claim_identifiers(
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
+    group: Option<group::Committer>,
 }
 
 /// An outbox row leased for publication, with its event.
@@ -422,9 +442,102 @@ pub async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     Ok((depth, age.unwrap_or(0.0)))
 }
 
+/// Appends to one or more streams in a transaction of their own (see [`EventStore::append`]).
+async fn append_alone(
+    pool: &PgPool,
+    streams: &[StreamAppend],
+    traceparent: Option<&str>,
+    response: Option<&StoredResponse>,
+) -> Result<(), AppendError> {
+    let mut tx = pool.begin().await?;
+    if let Some(r) = response {
+        let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, location, etag)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&r.principal)
+            .bind(&r.key)
+            .bind(&r.request_hash)
+            .bind(r.status as i16)
+            .bind(&r.body)
+            .bind(&r.location)
+            .bind(&r.etag)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(AppendError::AlreadyProcessed);
+        }
+    }
+    for stream in streams {
+        for (i, event) in stream.events.iter().enumerate() {
+            let e = &event.envelope;
+            let inserted = sqlx::query(
+                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
+                                         payload, occurred_at, correlation_id, causation_id, actor_id, actor_role, traceparent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (aggregate_id, aggregate_version) DO NOTHING",
+                )
+                .bind(e.event_id)
+                .bind(stream.aggregate_type)
+                .bind(stream.aggregate_id)
+                .bind(e.aggregate_version)
+                .bind(&e.event_type)
+                .bind(&event.payload)
+                .bind(e.occurred_at)
+                .bind(&e.correlation_id)
+                .bind(&e.causation_id)
+                .bind(&e.actor.id)
+                .bind(e.actor.role.as_str())
+                .bind(traceparent)
+                .execute(&mut *tx)
+                .await?;
+            if inserted.rows_affected() == 0
+                || e.aggregate_version != stream.expected_version + i as i64 + 1
+            {
+                drop(tx);
+                return Err(AppendError::Conflict {
+                    aggregate_type: stream.aggregate_type,
+                    current: stream_version(pool, stream.aggregate_id).await?,
+                });
+            }
+            if let Some(topic) = event.topic {
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, aggregate_id, topic) VALUES ($1, $2, $3)",
+                )
+                .bind(e.event_id)
+                .bind(stream.aggregate_id)
+                .bind(topic)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        claim_identifiers(&mut tx, stream).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The current version of a stream (0 if it does not exist).
+async fn stream_version(pool: &PgPool, aggregate_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_id = $1",
+    )
+    .bind(aggregate_id)
+    .fetch_one(pool)
+    .await
+}
+
 impl EventStore {
+    /// Each append in a transaction of its own.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { pool }
+        EventStore { pool, group: None }
+    }
+
+    /// Concurrent appends share transactions, up to `config.max_batch` in one and
+    /// `config.in_flight` transactions at once (must be called within a Tokio runtime).
+    pub fn with_group_commit(pool: PgPool, config: GroupCommit) -> Self {
+        let group = (config.max_batch > 1).then(|| group::Committer::spawn(pool.clone(), config));
+        EventStore { pool, group }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -452,79 +565,34 @@ impl EventStore {
 
     /// Appends to one or more streams in one transaction, with the events' outbox rows and,
     /// if given, the idempotent response (first, so that a concurrent duplicate waits for this
-    /// transaction and then finds the key taken).
+    /// transaction and then finds the key taken). With group commit, concurrent appends share
+    /// a transaction (see [`group`]); each still succeeds or fails on its own.
     pub async fn append(
         &self,
-        streams: &[StreamAppend],
-        traceparent: Option<&str>,
-        response: Option<&StoredResponse>,
+        streams: Vec<StreamAppend>,
+        traceparent: Option<String>,
+        response: Option<StoredResponse>,
     ) -> Result<(), AppendError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(r) = response {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, location, etag)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(&r.principal)
-            .bind(&r.key)
-            .bind(&r.request_hash)
-            .bind(r.status as i16)
-            .bind(&r.body)
-            .bind(&r.location)
-            .bind(&r.etag)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                return Err(AppendError::AlreadyProcessed);
+        match &self.group {
+            Some(committer) => {
+                committer
+                    .append(group::Append {
+                        streams,
+                        traceparent,
+                        response,
+                    })
+                    .await
             }
-        }
-        for stream in streams {
-            for (i, event) in stream.events.iter().enumerate() {
-                let e = &event.envelope;
-                let inserted = sqlx::query(
-                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, aggregate_version, event_type,
-                                         payload, occurred_at, correlation_id, causation_id, actor_id, actor_role, traceparent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT (aggregate_id, aggregate_version) DO NOTHING",
+            None => {
+                append_alone(
+                    &self.pool,
+                    &streams,
+                    traceparent.as_deref(),
+                    response.as_ref(),
                 )
-                .bind(e.event_id)
-                .bind(stream.aggregate_type)
-                .bind(stream.aggregate_id)
-                .bind(e.aggregate_version)
-                .bind(&e.event_type)
-                .bind(&event.payload)
-                .bind(e.occurred_at)
-                .bind(&e.correlation_id)
-                .bind(&e.causation_id)
-                .bind(&e.actor.id)
-                .bind(e.actor.role.as_str())
-                .bind(traceparent)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0
-                    || e.aggregate_version != stream.expected_version + i as i64 + 1
-                {
-                    drop(tx);
-                    return Err(AppendError::Conflict {
-                        aggregate_type: stream.aggregate_type,
-                        current: self.version(stream.aggregate_id).await?,
-                    });
-                }
-                if let Some(topic) = event.topic {
-                    sqlx::query(
-                        "INSERT INTO outbox (event_id, aggregate_id, topic) VALUES ($1, $2, $3)",
-                    )
-                    .bind(e.event_id)
-                    .bind(stream.aggregate_id)
-                    .bind(topic)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                .await
             }
-            claim_identifiers(&mut tx, stream).await?;
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The stored response for `(principal, key)`, if a request with that key committed.
@@ -583,12 +651,7 @@ impl EventStore {
 
     /// The current version of a stream (0 if it does not exist).
     pub async fn version(&self, aggregate_id: Uuid) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_id = $1",
-        )
-        .bind(aggregate_id)
-        .fetch_one(&self.pool)
-        .await
+        stream_version(&self.pool, aggregate_id).await
     }
 }
 

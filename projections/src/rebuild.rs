@@ -111,13 +111,34 @@ pub async fn rebuild<P: Projection>(
         .context("cannot read the event store")?;
     let started = Instant::now();
     let mut done = resumed_at as u64;
-    loop {
-        let batch =
-            event_store::published_after(&events, topics, position, options.batch_size).await?;
-        let Some(last) = batch.last().map(|e| e.position) else {
-            break;
-        };
-        let records = records(batch);
+    // The next batch is read from the event store while this one is applied (two at most in
+    // hand): reading and writing overlap instead of taking turns.
+    let (ready, mut batches) = tokio::sync::mpsc::channel::<anyhow::Result<(i64, Vec<Record>)>>(1);
+    let reader = tokio::spawn({
+        let (events, topics, size) = (events.clone(), projection.topics(), options.batch_size);
+        let mut after = position;
+        async move {
+            loop {
+                let batch = match event_store::published_after(&events, &topics, after, size).await
+                {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let Some(last) = batch.last().map(|e| e.position) else {
+                    return;
+                };
+                after = last;
+                if ready.send(Ok((last, records(batch)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    while let Some(next) = batches.recv().await {
+        let (last, records) = next?;
         let mut tx = build.begin().await?;
         projection.apply(&mut tx, &records).await?;
         done += records.len() as u64;
@@ -135,6 +156,7 @@ pub async fn rebuild<P: Projection>(
             events_per_second: rate,
         });
     }
+    reader.await?;
     build.close().await;
 
     swap(

@@ -260,7 +260,9 @@ async fn load<M: StateModel>(
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, (i64, M::Row)>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT to_jsonb(t) AS row FROM {} t WHERE id = ANY($1)",
+        // A join rather than `id = ANY($1)`: on a table that is still small (a rebuild's start)
+        // the planner scans it and compares every row with every id of the batch.
+        "SELECT to_jsonb(t) AS row FROM {} t JOIN UNNEST($1::UUID[]) AS i (id) ON i.id = t.id",
         M::TABLE
     ))
     .bind(ids)

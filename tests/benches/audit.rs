@@ -14,13 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use events::audit::{AccessAction, AccessOutcome, PHI_ACCESSED, PhiAccessed};
-use events::catalog::{AUDIT_PHI_ACCESS, topic};
+use events::catalog::AUDIT_PHI_ACCESS;
 use events::{Actor, Role};
 use platform::signing::RecordSigner;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
 use tests::bench::{Measure, report};
 use tests::{Cluster, OwnCluster, Sealer, audit_keys, bin_dir, postgres_server};
@@ -101,43 +99,6 @@ async fn write_log(cluster: &Cluster, n: usize) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Records in the audit topic and the seconds a plain librdkafka consumer takes to read all of
-/// them (payloads touched, nothing decoded).
-fn raw_consume(cluster: &Cluster) -> anyhow::Result<(u64, f64)> {
-    let consumer: BaseConsumer = platform::kafka::client_config(&cluster.brokers)
-        .set("group.id", format!("bench-raw-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let partitions = topic(AUDIT_PHI_ACCESS).expect("catalog").partitions;
-    let started = Instant::now();
-    let mut assignment = TopicPartitionList::new();
-    let mut open = 0;
-    for p in 0..partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(AUDIT_PHI_ACCESS, p, Duration::from_secs(10))?;
-        if high > low {
-            assignment.add_partition_offset(AUDIT_PHI_ACCESS, p, Offset::Offset(low))?;
-            open += 1;
-        }
-    }
-    consumer.assign(&assignment)?;
-    let (mut records, mut bytes) = (0u64, 0usize);
-    while open > 0 {
-        match consumer.poll(Duration::from_secs(10)) {
-            None => anyhow::bail!("the broker stopped answering"),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
-                records += 1;
-                bytes += m.payload().map_or(0, <[u8]>::len);
-            }
-        }
-    }
-    std::hint::black_box(bytes);
-    Ok((records, started.elapsed().as_secs_f64()))
 }
 
 /// Seconds `replay-tool <args>` takes, its output thrown away; fails unless it exits 0.
@@ -285,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
     let mut verify = Vec::new();
     let mut total = 0;
     for _ in 0..3 {
-        let (n, seconds) = raw_consume(&cluster)?;
+        let (n, seconds) = tests::bench::raw_consume(&cluster.brokers, &[AUDIT_PHI_ACCESS])?;
         total = n;
         raw.push(seconds);
         replay.push(replay_tool_seconds(

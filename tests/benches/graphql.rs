@@ -201,6 +201,40 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// An HTTP hello-world on the query API's web stack (axum served by `platform::http::serve`
+/// with the default limits), on a runtime of two worker threads of its own, as a service has on
+/// this machine; answers every `POST /` with a fixed GraphQL-shaped body. Returns its URL.
+fn hello_world_server() -> String {
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = platform::http::bind("127.0.0.1:0".parse().expect("address"))
+                .await
+                .expect("listen");
+            let address = listener.local_addr().expect("address");
+            url_tx.send(format!("http://{address}/")).expect("url");
+            let router = axum::Router::new().route(
+                "/",
+                axum::routing::post(|| async { axum::Json(json!({"data": {"hello": "world"}})) }),
+            );
+            platform::http::serve(
+                listener,
+                router,
+                platform::http::HttpLimits::default(),
+                std::future::pending(),
+            )
+            .await
+            .expect("serve");
+        });
+    });
+    url_rx.recv().expect("the hello-world server started")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
@@ -269,6 +303,23 @@ async fn main() -> anyhow::Result<()> {
 
     let mut runs = Vec::new();
     let mut rss = Vec::new();
+    let hello_url = hello_world_server();
+    eprintln!("HTTP hello-world at 1000 req/s for {seconds} s");
+    runs.push(
+        run(
+            "HTTP hello-world (the same web stack: axum on platform::http::serve, 2 threads)",
+            &hello_url,
+            1000,
+            seconds,
+            |i| {
+                (
+                    patient_tokens[i % PATIENTS].clone(),
+                    json!({"query": "hello"}),
+                )
+            },
+        )
+        .await,
+    );
     eprintln!("{{ __typename }} at 1000 req/s for {seconds} s");
     runs.push(
         run(
@@ -344,26 +395,32 @@ async fn main() -> anyhow::Result<()> {
         "machine: {} CPUs; everything (broker, registry, PostgreSQL, command API, 5 projectors, query API, this load generator) on it",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // The one table: each read next to `{ __typename }` on the same server at the same rate.
-    let hello = &runs[0];
-    let targets = ["—", "p99 < 15 ms", "p99 < 40 ms"];
+    // The one table: the GraphQL server without a read next to a hello-world on the same web
+    // stack; each read next to `{ __typename }` on the same server at the same rate.
+    let (hello, typename) = (&runs[0], &runs[1]);
+    let targets = ["—", "—", "p99 < 15 ms", "p99 < 40 ms"];
     let mut rows: Vec<Measure> = runs
         .iter()
         .zip(targets)
         .skip(1)
         .map(|(r, target)| {
+            let (limit, limit_name) = if std::ptr::eq(r, typename) {
+                (hello, "HTTP hello-world, same web stack")
+            } else {
+                (typename, "`{ __typename }`, same server")
+            };
             Measure::text(
                 &format!("GraphQL {} at {} req/s (p50 / p99)", r.name, r.rate),
                 format!("{} / {}", ms(r.p50), ms(r.p99)),
                 format!(
-                    "{} / {} (`{{ __typename }}`, same server, {} req/s)",
-                    ms(hello.p50),
-                    ms(hello.p99),
-                    hello.rate
+                    "{} / {} ({limit_name}, {} req/s)",
+                    ms(limit.p50),
+                    ms(limit.p99),
+                    limit.rate
                 ),
                 format!(
                     "{:.1}x p99",
-                    r.p99.as_secs_f64() / hello.p99.as_secs_f64().max(1e-6)
+                    r.p99.as_secs_f64() / limit.p99.as_secs_f64().max(1e-6)
                 ),
                 target,
             )

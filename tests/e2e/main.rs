@@ -8,6 +8,7 @@ mod commands;
 mod concurrency;
 mod contract;
 mod fuzz;
+mod group_commit;
 mod log_reset;
 mod outage;
 mod portals;

@@ -85,6 +85,51 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
+/// Records in `topics` and the seconds a plain librdkafka consumer takes to read all of them
+/// from the start (payloads touched, nothing decoded): the raw limit of reading a log.
+pub fn raw_consume(brokers: &str, topics: &[&str]) -> anyhow::Result<(u64, f64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
+        .set("group.id", format!("bench-raw-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let started = Instant::now();
+    let mut assignment = TopicPartitionList::new();
+    let mut open = 0;
+    for name in topics {
+        let partitions = events::catalog::topic(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not in the catalog"))?
+            .partitions;
+        for p in 0..partitions {
+            let (low, high) = consumer.fetch_watermarks(name, p, Duration::from_secs(10))?;
+            if high > low {
+                assignment.add_partition_offset(name, p, Offset::Offset(low))?;
+                open += 1;
+            }
+        }
+    }
+    consumer.assign(&assignment)?;
+    let (mut records, mut bytes) = (0u64, 0usize);
+    while open > 0 {
+        match consumer.poll(Duration::from_secs(10)) {
+            None => anyhow::bail!("the broker stopped answering"),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+            }
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok((records, started.elapsed().as_secs_f64()))
+}
+
 /// Prints `rows` as a Markdown table and appends them to `HEALTHPLANE_BENCH_RESULTS` (JSON
 /// lines, with the benchmark's name) when set.
 pub fn report(bench: &str, rows: &[Measure]) -> anyhow::Result<()> {

@@ -35,10 +35,7 @@ impl CommandRoute for Schedule {
             ));
         }
         require_patient(app, new.patient_id).await?;
-        Ok(Prepared::new(
-            Uuid::now_v7(),
-            AppointmentCommand::Schedule(new),
-        ))
+        Ok(Prepared::fresh(AppointmentCommand::Schedule(new)))
     }
 }
 

@@ -66,6 +66,8 @@ impl CommandRoute for Start {
                 practitioner_id,
             },
             also,
+            // `id` was made above, now.
+            fresh: true,
         })
     }
 }

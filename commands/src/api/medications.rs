@@ -29,12 +29,9 @@ impl CommandRoute for Prescribe {
             require_encounter_of(app, encounter_id, prescription.patient_id).await?;
         }
         let requester_id = received.meta.caller.claims.sub.clone();
-        Ok(Prepared::new(
-            Uuid::now_v7(),
-            MedicationCommand::Prescribe {
-                prescription,
-                requester_id,
-            },
-        ))
+        Ok(Prepared::fresh(MedicationCommand::Prescribe {
+            prescription,
+            requester_id,
+        }))
     }
 }

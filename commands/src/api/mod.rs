@@ -512,6 +512,8 @@ pub(crate) struct Prepared<A: Aggregate> {
     pub id: Uuid,
     pub command: A::Command,
     pub also: Vec<StreamAppend>,
+    /// The id was made for this command just now: no stream has it, so none is loaded.
+    pub fresh: bool,
 }
 
 impl<A: Aggregate> Prepared<A> {
@@ -520,6 +522,15 @@ impl<A: Aggregate> Prepared<A> {
             id,
             command,
             also: Vec::new(),
+            fresh: false,
+        }
+    }
+
+    /// A command that creates an aggregate under a new id (a UUIDv7 made here, now).
+    pub fn fresh(command: A::Command) -> Self {
+        Prepared {
+            fresh: true,
+            ..Prepared::new(Uuid::now_v7(), command)
         }
     }
 }
@@ -589,6 +600,7 @@ async fn handle<C: CommandRoute>(
         },
         collection: C::COLLECTION,
         also: prepared.also,
+        fresh: prepared.fresh,
     }
     .run()
     .await
@@ -607,6 +619,8 @@ pub(crate) struct Execution<'a, A: Aggregate> {
     /// `/v1/<collection>/{id}` is the aggregate's location.
     pub collection: &'static str,
     pub also: Vec<StreamAppend>,
+    /// `id` was made for this command just now (see [`Prepared::fresh`]).
+    pub fresh: bool,
 }
 
 impl<A: Aggregate> Execution<'_, A> {
@@ -621,8 +635,13 @@ impl<A: Aggregate> Execution<'_, A> {
             status,
             collection,
             also,
+            fresh,
         } = self;
-        let (state, version) = load::<A>(app, id).await?;
+        let (state, version) = if fresh {
+            (None, 0)
+        } else {
+            load::<A>(app, id).await?
+        };
         if let Some(expected) = expected {
             if state.is_none() {
                 return Err(Problem::not_found(format!("no {} {id}", A::TYPE)));
@@ -669,7 +688,7 @@ impl<A: Aggregate> Execution<'_, A> {
         streams.extend(also);
         match app
             .store
-            .append(&streams, meta.traceparent.as_deref(), stored.as_ref())
+            .append(streams, meta.traceparent.clone(), stored)
             .await
         {
             Ok(()) => Ok(respond(response)),

@@ -30,12 +30,9 @@ impl CommandRoute for Record {
             require_encounter_of(app, encounter_id, new.patient_id).await?;
         }
         let performer_id = received.meta.caller.claims.sub.clone();
-        Ok(Prepared::new(
-            Uuid::now_v7(),
-            ObservationCommand::Record {
-                observation: new,
-                performer_id,
-            },
-        ))
+        Ok(Prepared::fresh(ObservationCommand::Record {
+            observation: new,
+            performer_id,
+        }))
     }
 }

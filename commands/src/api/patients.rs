@@ -26,13 +26,16 @@ impl CommandRoute for Register {
         let demographics = valid(patient::parse_registration(&received.body))?;
         let meta = &received.meta;
         // A patient registers themselves, under the id their token names.
-        let id = match meta.role {
-            Role::Patient => meta.caller.claims.patient_id.ok_or_else(|| {
-                Problem::forbidden("a patient token without patient_id cannot register")
-            })?,
-            _ => Uuid::now_v7(),
-        };
-        Ok(Prepared::new(id, PatientCommand::Register(demographics)))
+        let command = PatientCommand::Register(demographics);
+        match meta.role {
+            Role::Patient => {
+                let id = meta.caller.claims.patient_id.ok_or_else(|| {
+                    Problem::forbidden("a patient token without patient_id cannot register")
+                })?;
+                Ok(Prepared::new(id, command))
+            }
+            _ => Ok(Prepared::fresh(command)),
+        }
     }
 }
 

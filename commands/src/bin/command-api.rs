@@ -49,6 +49,15 @@ struct Args {
     #[arg(long, env = "HEALTHPLANE_RELAY_BATCH_SIZE", default_value_t = 2_000,
           value_parser = clap::value_parser!(i64).range(1..=10_000))]
     relay_batch_size: i64,
+    /// Most commands that share one event-store transaction (group commit: concurrent
+    /// commands cost one commit; each still succeeds or fails on its own). 1 turns it off.
+    #[arg(long, env = "HEALTHPLANE_GROUP_COMMIT_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=1_000))]
+    group_commit_max: u16,
+    /// Shared event-store transactions in flight at once.
+    #[arg(long, env = "HEALTHPLANE_GROUP_COMMIT_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=8))]
+    group_commit_in_flight: u16,
     #[command(flatten)]
     api: platform::consistency::ApiArgs,
 }
@@ -92,7 +101,13 @@ async fn main() -> anyhow::Result<()> {
         (Some(tokio::spawn(relay.run(stop_rx))), Some(health))
     };
 
-    let store = EventStore::new(pool);
+    let store = EventStore::with_group_commit(
+        pool,
+        store::GroupCommit {
+            max_batch: args.group_commit_max.into(),
+            in_flight: args.group_commit_in_flight.into(),
+        },
+    );
     // Idempotency keys answer retries for a day, then are forgotten.
     let expiry = tokio::spawn({
         let store = store.clone();
