@@ -1,4 +1,7 @@
-//! Authentication: bearer JWTs (HS256 locally, RS256 in production) and the `Caller` extractor.
+//! Authentication: bearer JWTs and the `Caller` extractor. Tokens are checked against an
+//! identity provider's JWKS (RS256/ES256, e.g. Keycloak; see [`crate::jwks`]), a fixed RS256
+//! public key, or an HS256 secret (the local stack). Roles come from `roles` or Keycloak's
+//! `realm_access.roles`.
 //!
 //! Missing, expired, forged or `alg: none` tokens are 401; the role checks that give 403 live
 //! with each endpoint.
@@ -44,6 +47,55 @@ fn known_roles<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::E
     Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
 }
 
+fn some_known_roles<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Role>>, D::Error> {
+    known_roles(d).map(Some)
+}
+
+/// The claims as a token carries them: roles in `roles` (Healthplane's mapper) or in
+/// Keycloak's `realm_access.roles`, or both.
+#[derive(Debug, Deserialize)]
+struct TokenClaims {
+    sub: String,
+    #[serde(default, deserialize_with = "some_known_roles")]
+    roles: Option<Vec<Role>>,
+    #[serde(default)]
+    realm_access: Option<RealmAccess>,
+    #[serde(default)]
+    patient_id: Option<Uuid>,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RealmAccess {
+    #[serde(default, deserialize_with = "known_roles")]
+    roles: Vec<Role>,
+}
+
+impl TokenClaims {
+    fn into_claims(self) -> Result<Claims, AuthError> {
+        if self.roles.is_none() && self.realm_access.is_none() {
+            return Err(AuthError::Invalid(
+                "it carries no roles (`roles` or `realm_access.roles`)".into(),
+            ));
+        }
+        let mut roles = self.roles.unwrap_or_default();
+        for role in self.realm_access.map(|r| r.roles).unwrap_or_default() {
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        Ok(Claims {
+            sub: self.sub,
+            roles,
+            patient_id: self.patient_id,
+            exp: self.exp,
+            iat: self.iat,
+        })
+    }
+}
+
 /// Why a token was refused (all are 401).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -56,6 +108,9 @@ pub enum AuthError {
     /// The service has no usable key: it must not start.
     #[error("{0}")]
     Config(String),
+    /// The identity provider's keys cannot be fetched now (503: retry).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash's size).
@@ -92,10 +147,19 @@ pub fn hs256_secret(configured: Option<&Secret<String>>) -> Result<String, AuthE
     }
 }
 
-/// Checks tokens. One algorithm only: a token signed any other way (or not at all) is refused.
+/// Checks tokens. One algorithm per key, fixed by the key, never by the token: a token signed
+/// any other way (or not at all) is refused.
 pub struct Verifier {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
+}
+
+enum Keys {
+    /// One key (HS256 secret or RS256 public key); `validation` names its algorithm.
+    Fixed(DecodingKey),
+    /// The identity provider's published keys, chosen by the token's `kid`; each key's own
+    /// algorithm replaces `validation`'s.
+    Jwks(Box<crate::jwks::Jwks>),
 }
 
 impl std::fmt::Debug for Verifier {
@@ -123,31 +187,80 @@ impl Verifier {
     }
 
     fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_nbf = true;
-        Verifier { key, validation }
-    }
-
-    /// From the settings: the RS256 public key if given, else the HS256 secret (at least 32
-    /// bytes), else — only with `HEALTHPLANE_DEV_MODE=1` — the public development secret.
-    /// Without a key: an error naming the settings.
-    pub fn from_settings(
-        public_key_pem: Option<&str>,
-        secret: Option<&Secret<String>>,
-    ) -> Result<Self, AuthError> {
-        if let Some(pem) = public_key_pem {
-            return Verifier::rs256_pem(pem);
+        Verifier {
+            keys: Keys::Fixed(key),
+            validation: base_validation(algorithm),
         }
-        hs256_secret(secret).map(|secret| Verifier::hs256(&secret))
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// Keys from an identity provider's JWKS (`HEALTHPLANE_JWT_JWKS_URL`), tokens from
+    /// `issuer` for `audience` only. The keys are fetched now (a failure is logged: the
+    /// provider may start later) and again for a token with a key id not seen yet.
+    pub async fn jwks(url: &str, issuer: &str, audience: &str) -> Result<Self, AuthError> {
+        let jwks = crate::jwks::Jwks::new(url)?;
+        if let Err(e) = jwks.refresh().await {
+            tracing::error!(error = %e, "cannot fetch the identity provider's keys yet; tokens are refused until they can be fetched");
+        }
+        let mut validation = base_validation(Algorithm::RS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        Ok(Verifier {
+            keys: Keys::Jwks(Box::new(jwks)),
+            validation,
+        })
+    }
+
+    /// From the settings: the JWKS URL (with issuer and audience) if given, else the RS256
+    /// public key, else the HS256 secret (at least 32 bytes), else — only with
+    /// `HEALTHPLANE_DEV_MODE=1` — the public development secret. Without a key: an error
+    /// naming the settings. An issuer or audience set without a JWKS URL is checked too.
+    pub async fn from_settings(settings: &KeySettings<'_>) -> Result<Self, AuthError> {
+        let mut verifier = match (settings.jwks_url, settings.issuer, settings.audience) {
+            (Some(url), Some(issuer), Some(audience)) => {
+                return Verifier::jwks(url, issuer, audience).await;
+            }
+            (Some(_), _, _) => {
+                return Err(AuthError::Config(
+                    "HEALTHPLANE_JWT_JWKS_URL needs HEALTHPLANE_JWT_ISSUER (the realm's URL, the \
+                     tokens' `iss`) and HEALTHPLANE_JWT_AUDIENCE (the tokens' `aud`)"
+                        .into(),
+                ));
+            }
+            _ => match settings.public_key_pem {
+                Some(pem) => Verifier::rs256_pem(pem)?,
+                None => hs256_secret(settings.secret).map(|secret| Verifier::hs256(&secret))?,
+            },
+        };
+        if let Some(issuer) = settings.issuer {
+            verifier.validation.set_issuer(&[issuer]);
+        }
+        if let Some(audience) = settings.audience {
+            verifier.validation.set_audience(&[audience]);
+        }
+        Ok(verifier)
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
+        let decoded = match &self.keys {
+            Keys::Fixed(key) => jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation),
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| AuthError::Invalid("it is not a well-formed JWT".into()))?;
+                let kid = header
+                    .kid
+                    .filter(|k| !k.is_empty() && k.len() <= crate::jwks::MAX_KID_BYTES)
+                    .ok_or_else(|| AuthError::Invalid("it names no signing key (`kid`)".into()))?;
+                let key = jwks.key(&kid).await?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![key.algorithm];
+                jsonwebtoken::decode::<TokenClaims>(token, &key.key, &validation)
+            }
+        };
         // The reason in a fixed vocabulary: the library's own messages quote claims and
         // serde internals.
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let claims = decoded
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -163,11 +276,18 @@ impl Verifier {
                 ErrorKind::MissingRequiredClaim(claim) => {
                     AuthError::Invalid(format!("the `{claim}` claim is missing"))
                 }
+                ErrorKind::InvalidIssuer => AuthError::Invalid(
+                    "it was issued by an issuer this service does not trust".into(),
+                ),
+                ErrorKind::InvalidAudience => {
+                    AuthError::Invalid("it was issued for another audience".into())
+                }
                 ErrorKind::Json(_) => {
                     AuthError::Invalid("its claims are not the expected JSON".into())
                 }
                 _ => AuthError::Invalid("it is not a well-formed JWT".into()),
-            })?;
+            })?
+            .into_claims()?;
         if claims.sub.is_empty()
             || claims.sub.len() > 256
             || claims.sub.chars().any(char::is_control)
@@ -180,14 +300,34 @@ impl Verifier {
     }
 
     /// Verifies the `Authorization` header of a request.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
         let value = header.ok_or(AuthError::Missing)?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or(AuthError::Missing)?;
-        self.verify(token.trim())
+        self.verify(token.trim()).await
     }
+}
+
+/// What the token keys are configured from (see [`Verifier::from_settings`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeySettings<'a> {
+    pub jwks_url: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    pub public_key_pem: Option<&'a str>,
+    pub secret: Option<&'a Secret<String>>,
+}
+
+/// What every token must satisfy whatever the key: `exp` and `sub`, `nbf` if present, 5 s
+/// of clock skew.
+fn base_validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_nbf = true;
+    validation
 }
 
 /// Mints an HS256 token (local development and tests).
@@ -263,10 +403,11 @@ where
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        verifier
-            .verify_header(header)
-            .map(|claims| Caller { claims })
-            .map_err(|e| Problem::unauthorized(e.to_string()))
+        match verifier.verify_header(header).await {
+            Ok(claims) => Ok(Caller { claims }),
+            Err(AuthError::Unavailable(reason)) => Err(Problem::unavailable(reason)),
+            Err(e) => Err(Problem::unauthorized(e.to_string())),
+        }
     }
 }
 
@@ -276,8 +417,8 @@ mod tests {
 
     const SECRET: &str = "test-secret";
 
-    #[test]
-    fn a_minted_token_verifies() {
+    #[tokio::test]
+    async fn a_minted_token_verifies() {
         let token = mint_hs256(
             SECRET,
             "u1",
@@ -285,13 +426,13 @@ mod tests {
             None,
             chrono::Duration::minutes(5),
         );
-        let claims = Verifier::hs256(SECRET).verify(&token).unwrap();
+        let claims = Verifier::hs256(SECRET).verify(&token).await.unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.roles, vec![Role::Admin]);
     }
 
-    #[test]
-    fn an_empty_subject_or_a_future_nbf_is_refused_and_the_reason_names_no_internals() {
+    #[tokio::test]
+    async fn an_empty_subject_or_a_future_nbf_is_refused_and_the_reason_names_no_internals() {
         let verifier = Verifier::hs256(SECRET);
         let empty = mint_hs256(
             SECRET,
@@ -301,7 +442,7 @@ mod tests {
             chrono::Duration::minutes(5),
         );
         assert!(
-            matches!(verifier.verify(&empty), Err(AuthError::Invalid(m)) if m.contains("`sub`"))
+            matches!(verifier.verify(&empty).await, Err(AuthError::Invalid(m)) if m.contains("`sub`"))
         );
         let key = EncodingKey::from_secret(SECRET.as_bytes());
         let exp = Utc::now().timestamp() + 600;
@@ -312,7 +453,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            verifier.verify(&early),
+            verifier.verify(&early).await,
             Err(AuthError::Invalid("not valid yet (nbf)".into()))
         );
         let no_exp = jsonwebtoken::encode(
@@ -321,15 +462,15 @@ mod tests {
             &key,
         )
         .unwrap();
-        let message = verifier.verify(&no_exp).unwrap_err().to_string();
+        let message = verifier.verify(&no_exp).await.unwrap_err().to_string();
         assert!(
             !message.contains("JSON error") && !message.contains("serde"),
             "{message}"
         );
     }
 
-    #[test]
-    fn expired_forged_and_unsigned_tokens_are_refused() {
+    #[tokio::test]
+    async fn expired_forged_and_unsigned_tokens_are_refused() {
         let verifier = Verifier::hs256(SECRET);
         let expired = mint_hs256(
             SECRET,
@@ -338,7 +479,7 @@ mod tests {
             None,
             chrono::Duration::minutes(-5),
         );
-        assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
+        assert_eq!(verifier.verify(&expired).await, Err(AuthError::Expired));
 
         let forged = mint_hs256(
             "other",
@@ -348,18 +489,21 @@ mod tests {
             chrono::Duration::minutes(5),
         );
         assert!(matches!(
-            verifier.verify(&forged),
+            verifier.verify(&forged).await,
             Err(AuthError::Invalid(_))
         ));
 
         // alg: none, with the same claims and no signature.
         let claims = forged.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
-        assert!(matches!(verifier.verify(&none), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&none).await,
+            Err(AuthError::Invalid(_))
+        ));
 
-        assert_eq!(verifier.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(verifier.verify_header(None).await, Err(AuthError::Missing));
         assert_eq!(
-            verifier.verify_header(Some("Basic abc")),
+            verifier.verify_header(Some("Basic abc")).await,
             Err(AuthError::Missing)
         );
     }

@@ -25,6 +25,18 @@ const MAX_TOKEN_LEN: usize = 256;
 /// The keys both APIs need (typed settings; their values never print).
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
+    /// The identity provider's JWKS URL (Keycloak: `<realm URL>/protocol/openid-connect/certs`):
+    /// RS256 and ES256 tokens signed with its keys are accepted, with the issuer and audience
+    /// below. Takes precedence over the key and secret.
+    #[arg(long, env = "HEALTHPLANE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// The tokens' issuer (`iss`; Keycloak: the realm's URL). Required with a JWKS URL.
+    #[arg(long, env = "HEALTHPLANE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The tokens' audience (`aud`: the client this API is to Keycloak). Required with a
+    /// JWKS URL.
+    #[arg(long, env = "HEALTHPLANE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// The identity provider's RS256 public key, in PEM (production).
     #[arg(long, env = "HEALTHPLANE_JWT_PUBLIC_KEY_PEM", hide_env_values = true)]
     pub jwt_public_key_pem: Option<String>,
@@ -55,15 +67,20 @@ pub struct ApiKeys {
 
 impl KeyArgs {
     /// The token verifier and the consistency signer; an error names the missing setting.
-    pub fn load(&self) -> anyhow::Result<ApiKeys> {
+    pub async fn load(&self) -> anyhow::Result<ApiKeys> {
         use anyhow::Context;
+        let settings = crate::auth::KeySettings {
+            jwks_url: self.jwt_jwks_url.as_deref(),
+            issuer: self.jwt_issuer.as_deref(),
+            audience: self.jwt_audience.as_deref(),
+            public_key_pem: self.jwt_public_key_pem.as_deref(),
+            secret: self.jwt_secret.as_ref(),
+        };
         Ok(ApiKeys {
             verifier: std::sync::Arc::new(
-                crate::auth::Verifier::from_settings(
-                    self.jwt_public_key_pem.as_deref(),
-                    self.jwt_secret.as_ref(),
-                )
-                .context("JWT configuration")?,
+                crate::auth::Verifier::from_settings(&settings)
+                    .await
+                    .context("JWT configuration")?,
             ),
             consistency: std::sync::Arc::new(
                 ConsistencySigner::from_setting(self.consistency_key.as_ref())

@@ -9,6 +9,7 @@ pub mod config;
 pub mod consistency;
 pub mod db;
 pub mod http;
+pub mod jwks;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use events::Role;
-use platform::auth::{Caller, Verifier};
+use platform::auth::{AuthError, Caller, Verifier};
 use platform::client_ip::TrustedProxies;
 use platform::consistency::ConsistencySigner;
 use platform::metrics::Metrics;
@@ -355,7 +355,11 @@ async fn answer(
         .guards
         .verifier
         .verify_header(header_text(headers, header::AUTHORIZATION).as_deref())
-        .map_err(|e| problem(Problem::unauthorized(e.to_string())))?;
+        .await
+        .map_err(|e| match e {
+            AuthError::Unavailable(reason) => problem(Problem::unavailable(reason)),
+            e => problem(Problem::unauthorized(e.to_string())),
+        })?;
     let caller = Caller { claims };
     let role = caller
         .acting_role(&[

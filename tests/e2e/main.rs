@@ -9,6 +9,7 @@ mod concurrency;
 mod contract;
 mod fuzz;
 mod group_commit;
+mod keycloak;
 mod log_reset;
 mod outage;
 mod portals;

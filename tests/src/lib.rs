@@ -174,6 +174,41 @@ pub fn audit_keys() -> &'static (PathBuf, PathBuf) {
 }
 
 /// A token for `role`, signed with the test secret.
+/// A fresh 2048-bit RSA key made by `openssl` (no key is kept in the repository), as an
+/// identity provider's signing key: the key to sign with and its JWK modulus (`n`, base64url).
+pub fn rsa_signing_key() -> (jsonwebtoken::EncodingKey, String) {
+    use base64::Engine;
+    let openssl = |args: &[&str], input: Option<&[u8]>| {
+        use std::io::Write;
+        let mut child = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(input) = input {
+            stdin.write_all(input).expect("openssl reads");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("openssl ends");
+        assert!(out.status.success(), "openssl {args:?} failed");
+        out.stdout
+    };
+    let private = openssl(&["genrsa", "2048"], None);
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-noout", "-modulus"], Some(&private))).expect("text");
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    (
+        jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("RSA key"),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    )
+}
+
 pub fn token(role: Role, sub: &str, patient_id: Option<Uuid>) -> String {
     platform::auth::mint_hs256(
         TEST_JWT_SECRET,

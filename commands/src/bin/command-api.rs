@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = args.api.keys.load()?;
+    } = args.api.keys.load().await?;
     let pool = platform::db::connect(&args.database_url, 16).await?;
     platform::db::migrate(&pool, "event-store", store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let platform::consistency::ApiKeys {
         verifier,
         consistency,
-    } = args.api.keys.load()?;
+    } = args.api.keys.load().await?;
     let proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     let signer = platform::signing::RecordSigner::from_file(
         args.audit_signing_key_file.as_deref().context(
