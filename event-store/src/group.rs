@@ -55,6 +55,17 @@ struct Job {
     reply: oneshot::Sender<Result<(), AppendError>>,
 }
 
+impl Job {
+    /// Whether its request still waits for the answer.
+    fn wanted(&self) -> bool {
+        !self.reply.is_closed()
+    }
+}
+
+/// Appends of a rolled-back batch re-run alone this many at a time, so that one conflict in a
+/// full batch does not take every connection of the pool.
+const ALONE_AT_ONCE: usize = 4;
+
 /// The queue to the committers.
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
@@ -95,12 +106,18 @@ async fn dispatch(pool: PgPool, config: GroupCommit, mut jobs: mpsc::Receiver<Jo
         let Some(first) = jobs.recv().await else {
             return;
         };
-        let mut batch = vec![first];
+        // An append whose request gave up (its client left, its deadline passed) is not
+        // written: nobody would learn that it was.
+        let mut batch: Vec<Job> = std::iter::once(first).filter(Job::wanted).collect();
         while batch.len() < config.max_batch {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) if job.wanted() => batch.push(job),
+                Ok(_) => {}
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -121,10 +138,13 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
                 return;
             }
             Together::CommitFailed(error) => {
-                tracing::warn!(appends = batch.len(), error = %error, "group commit failed");
+                tracing::warn!(appends = batch.len(), error = %platform::db::loggable(&error), "group commit failed");
                 for job in batch {
                     let _ = job.reply.send(Err(AppendError::Store(sqlx::Error::Io(
-                        std::io::Error::other(format!("commit failed: {error}")),
+                        std::io::Error::other(format!(
+                            "commit failed: {}",
+                            platform::db::loggable(&error)
+                        )),
                     ))));
                 }
                 return;
@@ -132,7 +152,8 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
             Together::RolledBack => {}
         }
     }
-    futures::future::join_all(batch.into_iter().map(|job| async move {
+    use futures::StreamExt;
+    futures::stream::iter(batch.into_iter().filter(Job::wanted).map(|job| async move {
         let Append {
             streams,
             traceparent,
@@ -141,6 +162,8 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
         let result = append_alone(pool, streams, traceparent.as_deref(), response.as_ref()).await;
         let _ = job.reply.send(result);
     }))
+    .buffer_unordered(ALONE_AT_ONCE)
+    .for_each(|()| async {})
     .await;
 }
 
@@ -183,7 +206,7 @@ async fn together(pool: &PgPool, batch: &[Job]) -> Together {
         },
         Ok(false) => Together::RolledBack,
         Err(e) => {
-            tracing::debug!(error = %e, "group commit rolled back; appending alone");
+            tracing::debug!(error = %platform::db::loggable(&e), "group commit rolled back; appending alone");
             Together::RolledBack
         }
     }

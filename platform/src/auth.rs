@@ -65,6 +65,9 @@ struct TokenClaims {
     exp: i64,
     #[serde(default)]
     iat: Option<i64>,
+    /// Keycloak's token type: `Bearer` for access tokens, `ID` for ID tokens.
+    #[serde(default)]
+    typ: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,12 +235,17 @@ impl Verifier {
                 None => hs256_secret(settings.secret).map(|secret| Verifier::hs256(&secret))?,
             },
         };
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = settings.issuer {
             verifier.validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         if let Some(audience) = settings.audience {
             verifier.validation.set_audience(&[audience]);
+            required.push("aud");
         }
+        // Set, they are required: a token without them does not pass.
+        verifier.validation.set_required_spec_claims(&required);
         Ok(verifier)
     }
 
@@ -286,8 +294,18 @@ impl Verifier {
                     AuthError::Invalid("its claims are not the expected JSON".into())
                 }
                 _ => AuthError::Invalid("it is not a well-formed JWT".into()),
-            })?
-            .into_claims()?;
+            })?;
+        // An identity provider's ID token (Keycloak: `typ: ID`) is not an access token, even
+        // when its audience is this API's.
+        if matches!(self.keys, Keys::Jwks(_))
+            && claims
+                .typ
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(AuthError::Invalid("it is not an access token".into()));
+        }
+        let claims = claims.into_claims()?;
         if claims.sub.is_empty()
             || claims.sub.len() > 256
             || claims.sub.chars().any(char::is_control)

@@ -5,11 +5,12 @@
 //! algorithm it fixes (the JWK's `alg` if it names one, else its type and curve); a token is
 //! checked with its key's algorithm, never the one its header claims, so an HS256 token made
 //! with a public key as the secret, or `alg: none`, never passes. A token naming a key id not
-//! in the cache makes one refetch (at most one every [`REFRESH_COOLDOWN`], however many such
-//! tokens arrive, so made-up key ids cannot flood the provider); the keys are also refetched
-//! when older than [`MAX_AGE`], so a key the provider withdrew stops working. A failed fetch
-//! keeps the keys already known. Fetches are bounded: [`FETCH_TIMEOUT`], [`MAX_BYTES`],
-//! [`MAX_KEYS`].
+//! in the cache makes one refetch, and so do keys older than [`MAX_AGE`] (so a key the
+//! provider withdrew stops working); every fetch, whatever caused it, waits
+//! [`REFRESH_COOLDOWN`] after the last one, so neither made-up key ids nor an unreachable
+//! provider make a fetch per request. A failed fetch keeps the keys already known, for at most
+//! [`MAX_STALE`] after the last successful fetch. Fetches are bounded: [`FETCH_TIMEOUT`],
+//! [`MAX_BYTES`], [`MAX_KEYS`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use crate::auth::AuthError;
 pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(10);
 /// Keys older than this are refetched before use.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
+/// Keys not confirmed by a fetch for this long (the provider unreachable) are no longer used.
+pub const MAX_STALE: Duration = Duration::from_secs(3_600);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWKS document read.
 pub const MAX_BYTES: usize = 1024 * 1024;
@@ -43,7 +46,7 @@ struct Cache {
     keys: HashMap<String, Arc<Key>>,
     /// When the keys were last fetched successfully.
     fetched: Option<Instant>,
-    /// When an unknown key id last made a fetch (the cooldown runs from it).
+    /// When a fetch was last tried (the cooldown runs from it).
     tried: Option<Instant>,
 }
 
@@ -109,24 +112,22 @@ impl Jwks {
             if let (true, Some(key)) = (fresh, cache.keys.get(kid)) {
                 return Ok(key.clone());
             }
-            !fresh
-                || cache
-                    .tried
-                    .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
+            cache
+                .tried
+                .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
         };
-        let fetched = if due {
-            self.cache.write().await.tried = Some(Instant::now());
-            self.fetch_locked().await
-        } else {
-            Ok(())
-        };
+        if due {
+            // The outcome is logged by the fetch; what follows depends only on the cache.
+            let _ = self.fetch_locked().await;
+        }
         let cache = self.cache.read().await;
-        match (cache.keys.get(kid), fetched) {
-            (Some(key), _) => Ok(key.clone()),
-            (None, Err(e)) if cache.keys.is_empty() => Err(AuthError::Unavailable(format!(
-                "the identity provider's signing keys cannot be fetched: {e}"
-            ))),
-            (None, _) => Err(AuthError::Invalid(
+        let usable = cache.fetched.is_some_and(|at| at.elapsed() < MAX_STALE);
+        match cache.keys.get(kid) {
+            Some(key) if usable => Ok(key.clone()),
+            _ if !usable => Err(AuthError::Unavailable(
+                "the identity provider's signing keys cannot be fetched; retry later".into(),
+            )),
+            _ => Err(AuthError::Invalid(
                 "it is signed with a key the identity provider does not publish".into(),
             )),
         }
@@ -139,6 +140,7 @@ impl Jwks {
     }
 
     async fn fetch_locked(&self) -> Result<(), String> {
+        self.cache.write().await.tried = Some(Instant::now());
         match self.download().await {
             Ok(keys) => {
                 tracing::info!(
@@ -491,6 +493,8 @@ mod tests {
         let (ec, ec_jwk) = ec_key("ec-2");
         *keys.lock().unwrap() =
             json!({"keys": [ec_jwk, {"kid": "odd", "kty": "OKP", "alg": "EdDSA-X", "use": "sig"}]});
+        // (A rotation within the cooldown of the last fetch is seen once the cooldown ends.)
+        tokio::time::sleep(REFRESH_COOLDOWN).await;
         let claims = verifier
             .verify(&sign(Algorithm::ES256, Some("ec-2"), &good, &ec))
             .await
@@ -527,10 +531,14 @@ mod tests {
             &keycloak_claims("u", 300),
             &rsa,
         );
-        assert!(matches!(
-            verifier.verify(&token).await,
-            Err(AuthError::Unavailable(_))
-        ));
+        // Every request while the provider is down: 503, naming no internal address, and no
+        // fetch of its own (one per cooldown at most).
+        for _ in 0..20 {
+            assert!(matches!(
+                verifier.verify(&token).await,
+                Err(AuthError::Unavailable(reason)) if !reason.contains("127.0.0.1")
+            ));
+        }
         for (url, issuer, audience) in [
             (Some("http://idp/certs"), None, Some(AUDIENCE)),
             (Some("http://idp/certs"), Some(ISSUER), None),
