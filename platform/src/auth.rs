@@ -317,6 +317,15 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// Whether tokens can be checked: always with a fixed key; with a JWKS, while keys from a
+    /// fetch less than an hour old are at hand (a probe past the cooldown fetches again).
+    pub async fn readiness(&self) -> Result<(), String> {
+        match &self.keys {
+            Keys::Fixed(_) => Ok(()),
+            Keys::Jwks(jwks) => jwks.readiness().await,
+        }
+    }
+
     /// Verifies the `Authorization` header of a request.
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
         let value = header.ok_or(AuthError::Missing)?;

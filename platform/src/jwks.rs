@@ -133,6 +133,39 @@ impl Jwks {
         }
     }
 
+    /// Ready while keys from a good fetch within [`MAX_STALE`] are at hand; otherwise fetches
+    /// (past the cooldown) and says why not, without the provider's address.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let usable = |cache: &Cache| cache.fetched.is_some_and(|at| at.elapsed() < MAX_STALE);
+        if usable(&*self.cache.read().await) {
+            return Ok(());
+        }
+        let _one = self.fetching.lock().await;
+        let due = {
+            let cache = self.cache.read().await;
+            cache
+                .tried
+                .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
+        };
+        if due {
+            let _ = self.fetch_locked().await;
+        }
+        let cache = self.cache.read().await;
+        match cache.fetched {
+            _ if usable(&cache) => Ok(()),
+            Some(at) => Err(format!(
+                "the identity provider's signing keys could not be fetched for {} s: tokens are \
+                 refused until they can (the log has the error)",
+                at.elapsed().as_secs()
+            )),
+            None => Err(
+                "the identity provider's signing keys could not be fetched yet: tokens \
+                 are refused until they can (the log has the error)"
+                    .into(),
+            ),
+        }
+    }
+
     /// Fetches the keys now (at start).
     pub async fn refresh(&self) -> Result<(), String> {
         let _one = self.fetching.lock().await;
@@ -365,6 +398,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claims.sub, "f3a1-dr-hopper");
+        assert_eq!(verifier.readiness().await, Ok(()));
         assert_eq!(claims.roles, vec![Role::Practitioner]);
 
         let refused = |token: String| {
@@ -531,6 +565,8 @@ mod tests {
             &keycloak_claims("u", 300),
             &rsa,
         );
+        // Not ready, saying why without the provider's address.
+        assert!(matches!(verifier.readiness().await, Err(reason) if !reason.contains("127.0.0.1")));
         // Every request while the provider is down: 503, naming no internal address, and no
         // fetch of its own (one per cooldown at most).
         for _ in 0..20 {

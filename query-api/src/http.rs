@@ -96,13 +96,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
-    // Ready when the patient read model answers and audit writes can be made.
+    // Ready when the patient read model answers, tokens can be checked (the identity
+    // provider's keys are at hand) and audit writes can be made.
     let postgres = platform::http::postgres_ready(state.models.patients.db().uncounted().clone());
     let audit = state.audit.clone();
+    let verifier = state.guards.verifier.clone();
     let ready: platform::http::ReadyCheck = Arc::new(move || {
-        let (postgres, audit) = (postgres.clone(), audit.clone());
+        let (postgres, audit, verifier) = (postgres.clone(), audit.clone(), verifier.clone());
         Box::pin(async move {
             postgres().await?;
+            verifier.readiness().await?;
             audit.readiness().await
         })
     });

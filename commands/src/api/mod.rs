@@ -111,6 +111,7 @@ impl AppState {
 /// accepting commands while Kafka is away is what the outbox is for.
 pub fn router(state: AppState, metrics: Arc<Metrics>, relay: Option<RelayHealth>) -> Router {
     let postgres = platform::http::postgres_ready(state.store.pool().clone());
+    let verifier = state.verifier.clone();
     let relay_check: ReadyCheck = Arc::new(move || {
         let relay = relay.clone();
         Box::pin(async move {
@@ -123,9 +124,11 @@ pub fn router(state: AppState, metrics: Arc<Metrics>, relay: Option<RelayHealth>
     let ready: ReadyCheck = {
         let relay_check = relay_check.clone();
         Arc::new(move || {
-            let (postgres, relay_check) = (postgres.clone(), relay_check.clone());
+            let (postgres, relay_check, verifier) =
+                (postgres.clone(), relay_check.clone(), verifier.clone());
             Box::pin(async move {
                 postgres().await?;
+                verifier.readiness().await?;
                 let relay = match relay_check().await {
                     Ok(details) => details,
                     Err(reason) => serde_json::json!({"status": "stalled", "reason": reason}),
