@@ -41,6 +41,13 @@ pub struct Key {
     pub algorithm: Algorithm,
 }
 
+impl Cache {
+    /// Keys from a good fetch within [`MAX_STALE`] are at hand.
+    fn usable(&self) -> bool {
+        self.fetched.is_some_and(|at| at.elapsed() < MAX_STALE)
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     keys: HashMap<String, Arc<Key>>,
@@ -106,25 +113,18 @@ impl Jwks {
         }
         let _one = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
-        let due = {
+        {
             let cache = self.cache.read().await;
             let fresh = cache.fetched.is_some_and(|at| at.elapsed() < MAX_AGE);
             if let (true, Some(key)) = (fresh, cache.keys.get(kid)) {
                 return Ok(key.clone());
             }
-            cache
-                .tried
-                .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
-        };
-        if due {
-            // The outcome is logged by the fetch; what follows depends only on the cache.
-            let _ = self.fetch_locked().await;
         }
+        self.fetch_if_due_locked().await;
         let cache = self.cache.read().await;
-        let usable = cache.fetched.is_some_and(|at| at.elapsed() < MAX_STALE);
         match cache.keys.get(kid) {
-            Some(key) if usable => Ok(key.clone()),
-            _ if !usable => Err(AuthError::Unavailable(
+            Some(key) if cache.usable() => Ok(key.clone()),
+            _ if !cache.usable() => Err(AuthError::Unavailable(
                 "the identity provider's signing keys cannot be fetched; retry later".into(),
             )),
             _ => Err(AuthError::Invalid(
@@ -136,23 +136,14 @@ impl Jwks {
     /// Ready while keys from a good fetch within [`MAX_STALE`] are at hand; otherwise fetches
     /// (past the cooldown) and says why not, without the provider's address.
     pub async fn readiness(&self) -> Result<(), String> {
-        let usable = |cache: &Cache| cache.fetched.is_some_and(|at| at.elapsed() < MAX_STALE);
-        if usable(&*self.cache.read().await) {
+        if self.cache.read().await.usable() {
             return Ok(());
         }
         let _one = self.fetching.lock().await;
-        let due = {
-            let cache = self.cache.read().await;
-            cache
-                .tried
-                .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN)
-        };
-        if due {
-            let _ = self.fetch_locked().await;
-        }
+        self.fetch_if_due_locked().await;
         let cache = self.cache.read().await;
         match cache.fetched {
-            _ if usable(&cache) => Ok(()),
+            _ if cache.usable() => Ok(()),
             Some(at) => Err(format!(
                 "the identity provider's signing keys could not be fetched for {} s: tokens are \
                  refused until they can (the log has the error)",
@@ -163,6 +154,20 @@ impl Jwks {
                  are refused until they can (the log has the error)"
                     .into(),
             ),
+        }
+    }
+
+    /// Fetches the keys unless the last fetch was less than [`REFRESH_COOLDOWN`] ago (the
+    /// caller holds `fetching`). The outcome is logged by the fetch; callers read the cache.
+    async fn fetch_if_due_locked(&self) {
+        let due = self
+            .cache
+            .read()
+            .await
+            .tried
+            .is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN);
+        if due {
+            let _ = self.fetch_locked().await;
         }
     }
 
