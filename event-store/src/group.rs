@@ -138,13 +138,11 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
                 return;
             }
             Together::CommitFailed(error) => {
-                tracing::warn!(appends = batch.len(), error = %platform::db::loggable(&error), "group commit failed");
+                let error = platform::db::loggable(&error);
+                tracing::warn!(appends = batch.len(), %error, "group commit failed");
                 for job in batch {
                     let _ = job.reply.send(Err(AppendError::Store(sqlx::Error::Io(
-                        std::io::Error::other(format!(
-                            "commit failed: {}",
-                            platform::db::loggable(&error)
-                        )),
+                        std::io::Error::other(format!("commit failed: {error}")),
                     ))));
                 }
                 return;
