@@ -23,7 +23,7 @@ struct Args {
     )]
     signing_key_file: Option<PathBuf>,
     /// The database whose advisory lock lets one sealer seal at a time (the audit index's).
-    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_env_values = true)]
+    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_env_values = true, hide_default_value = true)]
     lock_database_url: String,
     /// Every partition gets a checkpoint at least this often (milliseconds).
     #[arg(long, env = "HEALTHPLANE_SEAL_INTERVAL_MS", default_value_t = 60_000)]
@@ -48,8 +48,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    platform::http::healthcheck_if_asked("HEALTHPLANE_SEALER_LISTEN", "127.0.0.1:9107");
     platform::telemetry::init("audit-sealer");
     let args = Args::parse();
+    args.kafka.check()?;
     let signer =
         platform::signing::RecordSigner::from_file(args.signing_key_file.as_deref().context(
             "no signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE to the sealer's key \
@@ -102,8 +104,9 @@ async fn main() -> anyhow::Result<()> {
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(platform::http::serve(
         listener,
-        platform::http::ops_router(metrics, ready),
+        platform::http::ops_router(metrics.clone(), ready),
         platform::http::HttpLimits::default(),
+        &metrics,
         async move {
             let _ = http_stop.changed().await;
         },

@@ -22,7 +22,6 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::EventCodec;
-use sqlx::Connection;
 use tokio::sync::watch;
 
 use crate::seal::{PartitionSeal, SealPolicy};
@@ -221,9 +220,10 @@ async fn acquire_lock(
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<sqlx::PgConnection>> {
     let mut announced = false;
+    let options = platform::db::connect_options(&config.lock_database_url)?;
     loop {
         let attempt = async {
-            let mut conn = sqlx::PgConnection::connect(&config.lock_database_url).await?;
+            let mut conn = sqlx::ConnectOptions::connect(&options).await?;
             let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(LOCK_KEY)
                 .fetch_one(&mut conn)

@@ -36,10 +36,34 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Connects to `url`, creating its database first if the server lacks it.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// The connection options of `url`, with the process's TLS settings: when
+/// `HEALTHPLANE_POSTGRES_CA_PEM` is set the server must present a certificate of that CA for
+/// the URL's host name (`verify-full`), whatever the URL says; else the URL's `sslmode` (and
+/// `sslrootcert`) apply.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("invalid database URL {}", redact_url(url)))?;
+    Ok(
+        match crate::transport::settings()
+            .ok()
+            .and_then(|t| t.postgres_ca_pem.as_ref())
+        {
+            Some(pem) => with_ca(options, pem),
+            None => options,
+        },
+    )
+}
+
+/// `options` that trust only `ca_pem` and verify the server's host name.
+pub fn with_ca(options: PgConnectOptions, ca_pem: &str) -> PgConnectOptions {
+    options
+        .ssl_root_cert_from_pem(ca_pem.as_bytes().to_vec())
+        .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+}
+
+/// Connects to `url`, creating its database first if the server lacks it.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = connect_options(url)?;
     create_database_if_missing(&options).await?;
     pool(options, max_connections, url).await
 }
@@ -62,8 +86,7 @@ pub async fn connect_schema(
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
         "schema name `{schema}` must be lowercase letters, digits and underscores"
     );
-    let options = PgConnectOptions::from_str(url)
-        .with_context(|| format!("invalid database URL {}", redact_url(url)))?;
+    let options = connect_options(url)?;
     create_database_if_missing(&options).await?;
     let mut conn = options
         .connect()
@@ -118,12 +141,10 @@ pub fn connect_reader_lazy(
 }
 
 fn reader_options(url: &str, schema: &str) -> anyhow::Result<PgConnectOptions> {
-    Ok(PgConnectOptions::from_str(url)
-        .with_context(|| format!("invalid database URL {}", redact_url(url)))?
-        .options([
-            ("search_path", format!("{schema},public")),
-            ("default_transaction_read_only", "on".to_string()),
-        ]))
+    Ok(connect_options(url)?.options([
+        ("search_path", format!("{schema},public")),
+        ("default_transaction_read_only", "on".to_string()),
+    ]))
 }
 
 async fn pool(

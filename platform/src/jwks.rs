@@ -73,22 +73,24 @@ impl Jwks {
             AuthError::Config(format!("HEALTHPLANE_JWT_JWKS_URL is not a URL: {e}"))
         })?;
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(AuthError::Config(
-                    "HEALTHPLANE_JWT_JWKS_URL: this build fetches keys over plain HTTP only \
-                     (TLS to the identity provider is not built in yet); use the provider's \
-                     in-cluster http:// address"
-                        .into(),
-                ));
-            }
+            // https verifies the provider's certificate against the system's CAs.
+            "http" | "https" => {}
             other => {
                 return Err(AuthError::Config(format!(
                     "HEALTHPLANE_JWT_JWKS_URL must be an http URL, not {other}"
                 )));
             }
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(text) = crate::transport::settings()
+            .ok()
+            .and_then(|t| t.jwks_ca_pem.as_ref())
+        {
+            for cert in reqwest::Certificate::from_pem_bundle(text.as_bytes()).unwrap_or_default() {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()

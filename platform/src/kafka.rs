@@ -13,7 +13,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-/// Base settings for any client of `brokers`.
+/// Base settings for any client of `brokers` (a comma-separated list), with the process's
+/// encryption and credentials (`crate::transport`).
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -22,6 +23,9 @@ pub fn client_config(brokers: &str) -> ClientConfig {
         // The embedded broker is one node; keep metadata refreshes brisk after restarts.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set("socket.keepalive.enable", "true");
+    if let Some(security) = crate::transport::kafka() {
+        security.apply(&mut config);
+    }
     config
 }
 
@@ -41,6 +45,27 @@ pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfi
     config
 }
 
+/// Fails within 15 s, saying what to check, when no broker of `brokers` answers (wrong
+/// address, a TLS certificate or SASL credential the brokers refuse), instead of waiting out an
+/// admin request's timeout.
+pub async fn reachable(brokers: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::Consumer;
+    let probe: rdkafka::consumer::BaseConsumer = client_config(brokers)
+        .create()
+        .context("cannot create a Kafka client")?;
+    tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(15)))
+        .await
+        .context("the metadata request panicked")?
+        .map(|_| ())
+        .with_context(|| {
+            format!(
+                "no Kafka broker at {brokers} answered within 15 s: check \
+                 HEALTHPLANE_KAFKA_BROKERS and, for TLS or SASL, the CA, host names and \
+                 credentials (the log above says why each connection failed)"
+            )
+        })
+}
+
 /// What `ensure_topics` found for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicOutcome {
@@ -55,6 +80,7 @@ pub async fn ensure_topics(
     topics: &[TopicSpec],
     replication: i32,
 ) -> anyhow::Result<Vec<(String, TopicOutcome)>> {
+    reachable(brokers).await?;
     let admin: AdminClient<DefaultClientContext> = client_config(brokers)
         .create()
         .context("cannot create a Kafka admin client")?;

@@ -16,3 +16,4 @@ pub mod problem;
 pub mod provision;
 pub mod signing;
 pub mod telemetry;
+pub mod transport;

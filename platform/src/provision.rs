@@ -11,13 +11,9 @@
 //!
 //! No role is a superuser or may create databases or roles; `PUBLIC` may not connect.
 
-use std::str::FromStr;
-
 use anyhow::Context;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
-
-use crate::config::redact_url;
 
 /// The kinds of service, each with its own role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +32,8 @@ impl Service {
         Service::Registry,
     ];
 
-    fn suffix(self) -> &'static str {
+    /// The role name's suffix: `command`, `projector`, `query`, `registry`.
+    pub fn suffix(self) -> &'static str {
         match self {
             Service::Command => "command",
             Service::Projector => "projector",
@@ -85,8 +82,7 @@ pub async fn provision(
     plan: &Plan,
     password: impl Fn(Service) -> String,
 ) -> anyhow::Result<()> {
-    let admin = PgConnectOptions::from_str(admin_url)
-        .with_context(|| format!("invalid database URL {}", redact_url(admin_url)))?;
+    let admin = crate::db::connect_options(admin_url)?;
     let mut conn = admin
         .clone()
         .database("postgres")

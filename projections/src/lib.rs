@@ -26,10 +26,14 @@ pub struct ProjectionArgs {
     #[arg(long, value_enum)]
     pub projection: Kind,
     /// The read model's database (default: the projection's service database).
-    #[arg(long, env = "HEALTHPLANE_PROJECTION_DATABASE_URL")]
+    #[arg(
+        long,
+        env = "HEALTHPLANE_PROJECTION_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// The event store, read (never written) to rebuild the read model.
-    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"), hide_default_value = true, hide_env_values = true)]
     pub event_store_url: String,
 }
 

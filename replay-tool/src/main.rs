@@ -58,6 +58,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.kafka.check()?;
     match cli.command {
         Command::Audit(args) => audit::run(&cli.kafka, args).await,
         Command::Bootstrap(args) => bootstrap::run(&cli.kafka, args).await,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 #[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {
     /// The audit index's database.
-    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
+    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_default_value = true, hide_env_values = true)]
     database_url: String,
     /// Print every differing event id as a JSON line.
     #[arg(long)]

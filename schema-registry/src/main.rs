@@ -26,7 +26,7 @@ struct Args {
     )]
     listen: SocketAddr,
     /// The registry's own database.
-    #[arg(long, env = "HEALTHPLANE_SCHEMA_REGISTRY_DATABASE_URL", default_value_t = platform::config::default_database_url("schema_registry"))]
+    #[arg(long, env = "HEALTHPLANE_SCHEMA_REGISTRY_DATABASE_URL", default_value_t = platform::config::default_database_url("schema_registry"), hide_default_value = true, hide_env_values = true)]
     database_url: String,
     #[command(flatten)]
     http: platform::http::HttpLimits,
@@ -34,8 +34,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    platform::http::healthcheck_if_asked("HEALTHPLANE_SCHEMA_REGISTRY_LISTEN", "127.0.0.1:8081");
     platform::telemetry::init("schema-registry");
     let args = Args::parse();
+    platform::transport::init()?;
     // Before anything else: a registry anyone could write to must not start.
     let users = Users::from_env().map_err(anyhow::Error::msg)?;
     tracing::info!(?users, "registry writes need HTTP Basic credentials");
@@ -43,8 +45,15 @@ async fn main() -> anyhow::Result<()> {
     platform::db::migrate(&pool, "schema-registry", registry::store::MIGRATIONS).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = platform::http::postgres_ready(pool.clone());
-    let app = registry::router(Store::new(pool), users, metrics, ready);
+    let app = registry::router(Store::new(pool), users, metrics.clone(), ready);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "schema registry listening");
-    platform::http::serve(listener, app, args.http, platform::http::shutdown_signal()).await
+    platform::http::serve(
+        listener,
+        app,
+        args.http,
+        &metrics,
+        platform::http::shutdown_signal(),
+    )
+    .await
 }

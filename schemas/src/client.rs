@@ -88,11 +88,13 @@ pub async fn register_all(
     credentials: &UserInfo,
 ) -> anyhow::Result<Vec<Registered>> {
     let url = registry_url.trim_end_matches('/').to_string();
+    // HTTPS with the configured CA (and the system's), as every registry client.
+    let access = platform::transport::registry();
     let settings = SrSettings::new_builder(url.clone())
         .set_basic_authorization(&credentials.user, Some(credentials.password.expose()))
         .no_proxy()
-        .build()?;
-    let http = reqwest::Client::new();
+        .build_with(access.client_builder())?;
+    let http = access.client_builder().build()?;
     let mut out = Vec::new();
     for schema in SCHEMAS {
         let subject = events::catalog::value_subject(schema.topic);

@@ -74,20 +74,43 @@ impl std::fmt::Debug for EventCodec {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `Authorization: Basic ...` for `user`/`password`.
+fn basic_auth_header(user: &str, password: &str) -> reqwest::header::HeaderValue {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+        .expect("base64 is a valid header value")
+}
+
 impl EventCodec {
+    /// A codec for the registry at `registry_url` (any path, e.g. Apicurio's
+    /// `/apis/ccompat/v7`), reached with the process's registry credential and CA
+    /// (`platform::transport`).
     pub fn new(registry_url: &str) -> Self {
+        Self::with_access(registry_url, &platform::transport::registry())
+    }
+
+    /// A codec reaching the registry with `access`.
+    pub fn with_access(registry_url: &str, access: &platform::transport::RegistryAccess) -> Self {
         let registry_url = registry_url.trim_end_matches('/').to_string();
-        let settings = SrSettings::new_builder(registry_url.clone())
-            .set_timeout(TIMEOUT)
-            .no_proxy()
-            .build()
-            .expect("a reqwest client without TLS always builds");
+        let mut builder = SrSettings::new_builder(registry_url.clone());
+        builder.set_timeout(TIMEOUT).no_proxy();
+        let mut http = access.client_builder().timeout(TIMEOUT);
+        if let Some((user, password)) = &access.basic_auth {
+            builder.set_basic_authorization(user, Some(password.expose()));
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut value = basic_auth_header(user, password.expose());
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            http = http.default_headers(headers);
+        }
+        let settings = builder
+            .build_with(access.client_builder())
+            .expect("an HTTP client with the system's TLS builds");
         EventCodec {
-            http: reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .no_proxy()
+            http: http
                 .build()
-                .expect("a reqwest client without TLS always builds"),
+                .expect("an HTTP client with the system's TLS builds"),
             registry_url,
             writers: RwLock::new(HashMap::new()),
             decoder: AvroDecoder::new(settings),

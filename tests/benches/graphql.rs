@@ -226,6 +226,7 @@ fn hello_world_server() -> String {
                 listener,
                 router,
                 platform::http::HttpLimits::default(),
+                &platform::metrics::Metrics::default(),
                 std::future::pending(),
             )
             .await

@@ -1,11 +1,13 @@
-//! Journey: a hospital signs its staff in with Keycloak. With the realm's JWKS URL, issuer and
-//! audience configured, both APIs take Keycloak's RS256 access tokens (roles from
-//! `realm_access`), and a token signed with the development secret no longer opens anything.
+//! Journey: a hospital signs its staff in with Keycloak. With the realm's JWKS URL (HTTPS, its
+//! certificate from the hospital's own CA), issuer and audience configured, both APIs take
+//! Keycloak's RS256 access tokens (roles from `realm_access`), and a token signed with the
+//! development secret no longer opens anything.
 
 use events::Role;
 use jsonwebtoken::{Algorithm, Header};
 use reqwest::Method;
 use serde_json::json;
+use tests::tls::{TestCa, tls_proxy};
 use tests::{Cluster, Databases, Stack, ada, rsa_signing_key, token};
 
 const REALM: &str = "/realms/healthplane";
@@ -22,7 +24,7 @@ async fn keycloak_tokens_open_both_apis_and_the_development_secret_no_longer_doe
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listen");
-    let keycloak = format!("http://{}", listener.local_addr().expect("address"));
+    let plain = listener.local_addr().expect("address").to_string();
     let certs = format!("{REALM}/protocol/openid-connect/certs");
     let app = axum::Router::new().route(
         &certs,
@@ -32,6 +34,17 @@ async fn keycloak_tokens_open_both_apis_and_the_development_secret_no_longer_doe
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    // Keycloak behind HTTPS, with a certificate from the hospital's own CA.
+    let ca = TestCa::new("hospital CA");
+    let (cert, cert_key) = ca.issue("localhost");
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let keycloak = format!(
+        "https://localhost:{}",
+        front.local_addr().expect("address").port()
+    );
+    tls_proxy(front, &cert, &cert_key, plain);
     let issuer = format!("{keycloak}{REALM}");
     let stack = Stack::start_with_env(
         Cluster::shared(),
@@ -40,6 +53,7 @@ async fn keycloak_tokens_open_both_apis_and_the_development_secret_no_longer_doe
             ("HEALTHPLANE_JWT_JWKS_URL", format!("{keycloak}{certs}")),
             ("HEALTHPLANE_JWT_ISSUER", issuer.clone()),
             ("HEALTHPLANE_JWT_AUDIENCE", AUDIENCE.to_string()),
+            ("HEALTHPLANE_JWT_JWKS_CA_PEM", ca.cert_pem.clone()),
         ],
     )
     .await;

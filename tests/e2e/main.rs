@@ -7,6 +7,7 @@ mod clinicians;
 mod commands;
 mod concurrency;
 mod contract;
+mod encryption;
 mod fuzz;
 mod group_commit;
 mod keycloak;

@@ -14,6 +14,7 @@ use events::Role;
 use uuid::Uuid;
 
 pub mod bench;
+pub mod tls;
 
 /// The JWT secret the test stacks are started with.
 pub const TEST_JWT_SECRET: &str = "healthplane-e2e-secret-of-at-least-32-bytes";
@@ -295,6 +296,18 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits at most `timeout` for the process to exit; its status, or `None` if it runs on.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Fails loudly if the process has exited.

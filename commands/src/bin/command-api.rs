@@ -26,7 +26,7 @@ struct Args {
     )]
     listen: SocketAddr,
     /// The event store database.
-    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"))]
+    #[arg(long, env = "HEALTHPLANE_EVENT_STORE_DATABASE_URL", default_value_t = platform::config::default_database_url("healthplane_event_store"), hide_default_value = true, hide_env_values = true)]
     database_url: String,
     /// Do not run the outbox relay in this process (run it elsewhere).
     #[arg(long, env = "HEALTHPLANE_NO_RELAY")]
@@ -64,8 +64,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    platform::http::healthcheck_if_asked("HEALTHPLANE_COMMAND_API_LISTEN", "127.0.0.1:8082");
     platform::telemetry::init("command-api");
     let args = Args::parse();
+    args.api.kafka.check()?;
     // No key, no service: checked before anything else starts.
     let platform::consistency::ApiKeys {
         verifier,
@@ -127,13 +129,14 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let state = AppState::new(store, verifier, consistency, &metrics);
-    let app = api::router(state, metrics, relay_health);
+    let app = api::router(state, metrics.clone(), relay_health);
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, relay = relay.is_some(), "command API listening");
     platform::http::serve(
         listener,
         app,
         args.api.http,
+        &metrics,
         platform::http::shutdown_signal(),
     )
     .await?;

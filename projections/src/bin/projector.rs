@@ -35,8 +35,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    platform::http::healthcheck_if_asked("HEALTHPLANE_PROJECTOR_LISTEN", "127.0.0.1:9101");
     platform::telemetry::init("projector");
     let args = Args::parse();
+    args.kafka.check()?;
     with_projection!(args.model.projection, |projection| run(projection, args)
         .await)
 }
@@ -91,6 +93,7 @@ async fn run<P: Projection>(projection: P, args: Args) -> anyhow::Result<()> {
         listener,
         ops,
         platform::http::HttpLimits::default(),
+        &metrics,
         async move {
             let _ = http_stop.changed().await;
         },

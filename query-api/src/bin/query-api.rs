@@ -30,22 +30,22 @@ struct Args {
     )]
     listen: SocketAddr,
     /// The patient read model.
-    #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"))]
+    #[arg(long, env = "HEALTHPLANE_PATIENT_DATABASE_URL", default_value_t = platform::config::default_database_url("patient_service"), hide_default_value = true, hide_env_values = true)]
     patient_database_url: String,
     /// The appointment read model (connected on first use).
-    #[arg(long, env = "HEALTHPLANE_APPOINTMENT_DATABASE_URL", default_value_t = platform::config::default_database_url("appointment_service"))]
+    #[arg(long, env = "HEALTHPLANE_APPOINTMENT_DATABASE_URL", default_value_t = platform::config::default_database_url("appointment_service"), hide_default_value = true, hide_env_values = true)]
     appointment_database_url: String,
     /// The encounter read model (connected on first use).
-    #[arg(long, env = "HEALTHPLANE_ENCOUNTER_DATABASE_URL", default_value_t = platform::config::default_database_url("encounter_service"))]
+    #[arg(long, env = "HEALTHPLANE_ENCOUNTER_DATABASE_URL", default_value_t = platform::config::default_database_url("encounter_service"), hide_default_value = true, hide_env_values = true)]
     encounter_database_url: String,
     /// The laboratory read model (observations; connected on first use).
-    #[arg(long, env = "HEALTHPLANE_LABORATORY_DATABASE_URL", default_value_t = platform::config::default_database_url("laboratory_service"))]
+    #[arg(long, env = "HEALTHPLANE_LABORATORY_DATABASE_URL", default_value_t = platform::config::default_database_url("laboratory_service"), hide_default_value = true, hide_env_values = true)]
     laboratory_database_url: String,
     /// The pharmacy read model (medication requests; connected on first use).
-    #[arg(long, env = "HEALTHPLANE_PHARMACY_DATABASE_URL", default_value_t = platform::config::default_database_url("pharmacy_service"))]
+    #[arg(long, env = "HEALTHPLANE_PHARMACY_DATABASE_URL", default_value_t = platform::config::default_database_url("pharmacy_service"), hide_default_value = true, hide_env_values = true)]
     pharmacy_database_url: String,
     /// The PHI access index (read by `phiAccessLog`; connected on first use).
-    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"))]
+    #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_default_value = true, hide_env_values = true)]
     audit_database_url: String,
     /// Requests per second one caller (token `sub`) may make, on average.
     #[arg(long, env = "HEALTHPLANE_GRAPHQL_RATE_PER_S", default_value_t = 50.0)]
@@ -83,8 +83,10 @@ fn lazy(url: &str) -> anyhow::Result<sqlx::PgPool> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    platform::http::healthcheck_if_asked("HEALTHPLANE_QUERY_API_LISTEN", "127.0.0.1:8080");
     platform::telemetry::init("query-api");
     let args = Args::parse();
+    args.api.kafka.check()?;
     // No key, no service: checked before anything else starts.
     let platform::consistency::ApiKeys {
         verifier,
@@ -157,13 +159,14 @@ async fn main() -> anyhow::Result<()> {
         audit: Arc::new(AuditLog::new(producer, codec, signer, &metrics)),
         models,
     };
-    let app = http::router(state, metrics);
+    let app = http::router(state, metrics.clone());
     let listener = platform::http::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "GraphQL API listening on /graphql");
     platform::http::serve(
         listener,
         app,
         args.api.http,
+        &metrics,
         platform::http::shutdown_signal(),
     )
     .await
