@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use audit_sealer::{SealPolicy, SealerConfig, SealerMetrics};
 use clap::Parser;
 use platform::config::KafkaArgs;
@@ -22,6 +21,9 @@ struct Args {
         hide_env_values = true
     )]
     signing_key_file: Option<PathBuf>,
+    /// The same key as text (the file's base64), e.g. from a Kubernetes `secretKeyRef`.
+    #[arg(long, env = "HEALTHPLANE_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<platform::config::Secret<String>>,
     /// The database whose advisory lock lets one sealer seal at a time (the audit index's).
     #[arg(long, env = "HEALTHPLANE_AUDIT_DATABASE_URL", default_value_t = platform::config::default_database_url("audit_service"), hide_env_values = true, hide_default_value = true)]
     lock_database_url: String,
@@ -52,11 +54,12 @@ async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("audit-sealer");
     let args = Args::parse();
     args.kafka.check()?;
-    let signer =
-        platform::signing::RecordSigner::from_file(args.signing_key_file.as_deref().context(
-            "no signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE to the sealer's key \
-         (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
-        )?)?;
+    let signer = platform::signing::RecordSigner::from_file_or_text(
+        args.signing_key_file.as_deref(),
+        args.signing_key.as_ref(),
+        "no signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE (or HEALTHPLANE_AUDIT_SIGNING_KEY) \
+         to the sealer's key (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
+    )?;
     anyhow::ensure!(
         args.interval_ms >= 100 && args.max_records >= 1,
         "the interval must be at least 100 ms and max records at least 1"

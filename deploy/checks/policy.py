@@ -82,6 +82,10 @@ def pod_checks(where, pod, require_probes):
         for source in c.get("envFrom") or []:
             if "secretRef" in source:
                 fail(cw, "envFrom secretRef: take each secret by secretKeyRef")
+    for volume in pod.get("volumes") or []:
+        sources = [volume] + [(s or {}) for s in (volume.get("projected") or {}).get("sources", [])]
+        if any("secret" in source for source in sources):
+            fail(where, f"volume {volume.get('name')} mounts a Secret: take each secret by secretKeyRef")
     if require_probes:
         for c in pod.get("containers") or []:
             cw = f"{where} container {c.get('name')}"

@@ -71,6 +71,25 @@ impl RecordSigner {
             .with_context(|| format!("{} is not an audit signing key", path.display()))
     }
 
+    /// The key given either as a file or as its text (`HEALTHPLANE_AUDIT_SIGNING_KEY`, e.g.
+    /// from a Kubernetes `secretKeyRef`): exactly one of the two; `missing` says what to set.
+    pub fn from_file_or_text(
+        file: Option<&Path>,
+        text: Option<&crate::config::Secret<String>>,
+        missing: &str,
+    ) -> anyhow::Result<Self> {
+        match (file, text) {
+            (Some(path), None) => Self::from_file(path),
+            (None, Some(text)) => Self::from_base64(text.expose().trim())
+                .context("HEALTHPLANE_AUDIT_SIGNING_KEY is not an audit signing key"),
+            (Some(_), Some(_)) => anyhow::bail!(
+                "the audit signing key is set twice: HEALTHPLANE_AUDIT_SIGNING_KEY_FILE or \
+                 HEALTHPLANE_AUDIT_SIGNING_KEY, not both"
+            ),
+            (None, None) => anyhow::bail!("{missing}"),
+        }
+    }
+
     pub fn from_base64(text: &str) -> anyhow::Result<Self> {
         let der = STANDARD
             .decode(text)
@@ -321,6 +340,26 @@ mod tests {
             keyring.verify_message("t", &message(OwnedHeaders::new())),
             Err(SignatureFault::Unsigned)
         );
+    }
+
+    #[test]
+    fn the_key_comes_as_a_file_or_as_text_never_both() {
+        let (text, line) = RecordSigner::generate().unwrap();
+        let secret = crate::config::Secret::new(format!("{text}\n"));
+        let signer = RecordSigner::from_file_or_text(None, Some(&secret), "missing").unwrap();
+        assert!(line.starts_with(signer.key_id()));
+        let file = std::env::temp_dir().join(format!("hp-key-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&file, &text).unwrap();
+        let both = RecordSigner::from_file_or_text(Some(&file), Some(&secret), "missing");
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let from_file = RecordSigner::from_file_or_text(Some(&file), None, "missing").unwrap();
+        assert_eq!(from_file.key_id(), signer.key_id());
+        let none = RecordSigner::from_file_or_text(None, None, "set the key");
+        assert_eq!(none.unwrap_err().to_string(), "set the key");
+        let bad = crate::config::Secret::new("not a key".to_string());
+        let e = RecordSigner::from_file_or_text(None, Some(&bad), "missing").unwrap_err();
+        assert!(!format!("{e:#}").contains("not a key"), "{e:#}");
+        let _ = std::fs::remove_file(file);
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct Args {
         hide_env_values = true
     )]
     audit_signing_key_file: Option<std::path::PathBuf>,
+    /// The same key as text (the file's base64), e.g. from a Kubernetes `secretKeyRef`.
+    #[arg(long, env = "HEALTHPLANE_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    audit_signing_key: Option<platform::config::Secret<String>>,
     /// How long the audit writer waits to batch concurrent reads' records before sending
     /// (each read waits for its record: longer batches save broker work, cost latency).
     #[arg(long, env = "HEALTHPLANE_AUDIT_LINGER_MS", default_value_t = 1)]
@@ -93,11 +96,12 @@ async fn main() -> anyhow::Result<()> {
         consistency,
     } = args.api.keys.load().await?;
     let proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
-    let signer = platform::signing::RecordSigner::from_file(
-        args.audit_signing_key_file.as_deref().context(
-            "no audit signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE to the writer's key \
-             (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
-        )?,
+    let signer = platform::signing::RecordSigner::from_file_or_text(
+        args.audit_signing_key_file.as_deref(),
+        args.audit_signing_key.as_ref(),
+        "no audit signing key: set HEALTHPLANE_AUDIT_SIGNING_KEY_FILE (or \
+         HEALTHPLANE_AUDIT_SIGNING_KEY) to the writer's key \
+         (`replay-tool audit keygen --key <file> --keyring <file>` makes one)",
     )?;
     tracing::info!(key_id = signer.key_id(), "audit records are signed");
     let pool = platform::db::connect_reader(
