@@ -10,6 +10,9 @@ use clap::Parser;
 use platform::config::KafkaArgs;
 use platform::metrics::Metrics;
 
+/// Where health and metrics listens unless told otherwise (also what `healthcheck` asks).
+const LISTEN: &str = "127.0.0.1:9107";
+
 #[derive(Debug, Parser)]
 #[command(name = "audit-sealer", version, about = "Healthplane audit log sealer")]
 struct Args {
@@ -41,7 +44,7 @@ struct Args {
     #[arg(
         long,
         env = "HEALTHPLANE_SEALER_LISTEN",
-        default_value = "127.0.0.1:9107"
+        default_value = LISTEN
     )]
     listen: SocketAddr,
     #[command(flatten)]
@@ -50,7 +53,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::http::healthcheck_if_asked("HEALTHPLANE_SEALER_LISTEN", "127.0.0.1:9107");
+    platform::http::healthcheck_if_asked("HEALTHPLANE_SEALER_LISTEN", LISTEN);
     platform::telemetry::init("audit-sealer");
     let args = Args::parse();
     args.kafka.check()?;

@@ -54,8 +54,9 @@ pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     )
 }
 
-/// `options` that trust only `ca_pem` and verify the server's host name.
-pub fn with_ca(options: PgConnectOptions, ca_pem: &str) -> PgConnectOptions {
+/// `options` that trust `ca_pem` (besides the system's CAs, as the TLS library does) and
+/// verify the server's host name.
+fn with_ca(options: PgConnectOptions, ca_pem: &str) -> PgConnectOptions {
     options
         .ssl_root_cert_from_pem(ca_pem.as_bytes().to_vec())
         .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)

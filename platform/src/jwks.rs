@@ -81,16 +81,10 @@ impl Jwks {
                 )));
             }
         }
-        let mut builder = reqwest::Client::builder();
-        if let Some(text) = crate::transport::settings()
+        let ca_pem = crate::transport::settings()
             .ok()
-            .and_then(|t| t.jwks_ca_pem.as_ref())
-        {
-            for cert in reqwest::Certificate::from_pem_bundle(text.as_bytes()).unwrap_or_default() {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
+            .and_then(|t| t.jwks_ca_pem.as_deref());
+        let client = crate::transport::trusting(reqwest::Client::builder(), ca_pem)
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()

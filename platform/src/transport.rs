@@ -80,6 +80,11 @@ fn ca_bundle(name: &str, text: String) -> Result<String, String> {
     Ok(text)
 }
 
+/// `name`'s value from `var`, unless unset or blank.
+fn set(var: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    var(name).filter(|v| !v.trim().is_empty())
+}
+
 fn pem(name: &str, value: String, kind: &str) -> Result<String, String> {
     if value.contains(&format!("-----BEGIN {kind}")) {
         Ok(value)
@@ -91,7 +96,7 @@ fn pem(name: &str, value: String, kind: &str) -> Result<String, String> {
 impl KafkaSecurity {
     /// Settings from `var` (the environment in a service; a map in tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let get = |name: &str| set(&var, name);
         let username = get("HEALTHPLANE_KAFKA_SASL_USERNAME");
         let password = get("HEALTHPLANE_KAFKA_SASL_PASSWORD");
         let ca = match (
@@ -235,7 +240,7 @@ pub struct RegistryAccess {
 
 impl RegistryAccess {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let get = |name: &str| set(&var, name);
         let basic_auth = match get("HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO") {
             Some(info) => match info.split_once(':') {
                 Some((user, password)) if !user.is_empty() && !password.is_empty() => {
@@ -257,14 +262,26 @@ impl RegistryAccess {
 
     /// An HTTP client builder trusting the configured CA (and the system's).
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        let mut builder = reqwest::Client::builder().no_proxy();
-        if let Some(text) = &self.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(text.as_bytes()).unwrap_or_default() {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder
+        trusting(
+            reqwest::Client::builder().no_proxy(),
+            self.ca_pem.as_deref(),
+        )
     }
+}
+
+/// `builder` trusting the certificates of `ca_pem` besides the system's (checked at start by
+/// [`ca_bundle`]).
+pub fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca_pem: Option<&str>,
+) -> reqwest::ClientBuilder {
+    for cert in ca_pem
+        .and_then(|text| reqwest::Certificate::from_pem_bundle(text.as_bytes()).ok())
+        .unwrap_or_default()
+    {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
 }
 
 /// Checks a registry URL: `http` or `https`, any path (e.g. Apicurio's
@@ -305,12 +322,10 @@ pub struct Transport {
 
 impl Transport {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let postgres_ca_pem = var("HEALTHPLANE_POSTGRES_CA_PEM")
-            .filter(|v| !v.trim().is_empty())
+        let postgres_ca_pem = set(&var, "HEALTHPLANE_POSTGRES_CA_PEM")
             .map(|text| pem("HEALTHPLANE_POSTGRES_CA_PEM", text, "CERTIFICATE"))
             .transpose()?;
-        let jwks_ca_pem = var("HEALTHPLANE_JWT_JWKS_CA_PEM")
-            .filter(|v| !v.trim().is_empty())
+        let jwks_ca_pem = set(&var, "HEALTHPLANE_JWT_JWKS_CA_PEM")
             .map(|text| ca_bundle("HEALTHPLANE_JWT_JWKS_CA_PEM", text))
             .transpose()?;
         Ok(Transport {

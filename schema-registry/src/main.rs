@@ -11,6 +11,9 @@ use clap::Parser;
 use platform::metrics::Metrics;
 use schema_registry::{self as registry, auth::Users, store::Store};
 
+/// Where the registry listens unless told otherwise (also what `healthcheck` asks).
+const LISTEN: &str = "127.0.0.1:8081";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "schema-registry",
@@ -22,7 +25,7 @@ struct Args {
     #[arg(
         long,
         env = "HEALTHPLANE_SCHEMA_REGISTRY_LISTEN",
-        default_value = "127.0.0.1:8081"
+        default_value = LISTEN
     )]
     listen: SocketAddr,
     /// The registry's own database.
@@ -34,7 +37,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::http::healthcheck_if_asked("HEALTHPLANE_SCHEMA_REGISTRY_LISTEN", "127.0.0.1:8081");
+    platform::http::healthcheck_if_asked("HEALTHPLANE_SCHEMA_REGISTRY_LISTEN", LISTEN);
     platform::telemetry::init("schema-registry");
     let args = Args::parse();
     platform::transport::init()?;

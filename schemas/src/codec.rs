@@ -61,6 +61,8 @@ struct WriterSchema {
 pub struct EventCodec {
     registry_url: String,
     http: reqwest::Client,
+    /// Sent on every request (`HEALTHPLANE_SCHEMA_REGISTRY_USER_INFO`).
+    basic_auth: Option<(String, platform::config::Secret<String>)>,
     /// Topic -> the compiled schema and its id; only successful lookups are kept.
     writers: RwLock<HashMap<String, Arc<WriterSchema>>>,
     decoder: AvroDecoder,
@@ -74,43 +76,28 @@ impl std::fmt::Debug for EventCodec {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `Authorization: Basic ...` for `user`/`password`.
-fn basic_auth_header(user: &str, password: &str) -> reqwest::header::HeaderValue {
-    use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
-        .expect("base64 is a valid header value")
-}
-
 impl EventCodec {
     /// A codec for the registry at `registry_url` (any path, e.g. Apicurio's
     /// `/apis/ccompat/v7`), reached with the process's registry credential and CA
     /// (`platform::transport`).
     pub fn new(registry_url: &str) -> Self {
-        Self::with_access(registry_url, &platform::transport::registry())
-    }
-
-    /// A codec reaching the registry with `access`.
-    pub fn with_access(registry_url: &str, access: &platform::transport::RegistryAccess) -> Self {
+        let access = platform::transport::registry();
         let registry_url = registry_url.trim_end_matches('/').to_string();
         let mut builder = SrSettings::new_builder(registry_url.clone());
         builder.set_timeout(TIMEOUT).no_proxy();
-        let mut http = access.client_builder().timeout(TIMEOUT);
         if let Some((user, password)) = &access.basic_auth {
             builder.set_basic_authorization(user, Some(password.expose()));
-            let mut headers = reqwest::header::HeaderMap::new();
-            let mut value = basic_auth_header(user, password.expose());
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-            http = http.default_headers(headers);
         }
         let settings = builder
             .build_with(access.client_builder())
             .expect("an HTTP client with the system's TLS builds");
         EventCodec {
-            http: http
+            http: access
+                .client_builder()
+                .timeout(TIMEOUT)
                 .build()
                 .expect("an HTTP client with the system's TLS builds"),
+            basic_auth: access.basic_auth,
             registry_url,
             writers: RwLock::new(HashMap::new()),
             decoder: AvroDecoder::new(settings),
@@ -169,11 +156,15 @@ impl EventCodec {
         let version = compiled.version;
         let unavailable =
             |e: String| CodecError::RegistryUnavailable(format!("looking up {subject}: {e}"));
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}/subjects/{subject}", self.registry_url))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "schema": compiled.avsc }))
+            .json(&serde_json::json!({ "schema": compiled.avsc }));
+        if let Some((user, password)) = &self.basic_auth {
+            request = request.basic_auth(user, Some(password.expose()));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;

@@ -11,6 +11,9 @@ use commands::relay::{Relay, RelayConfig};
 use commands::store::{self, EventStore};
 use platform::metrics::Metrics;
 
+/// Where the command API listens unless told otherwise (also what `healthcheck` asks).
+const LISTEN: &str = "127.0.0.1:8082";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "command-api",
@@ -22,7 +25,7 @@ struct Args {
     #[arg(
         long,
         env = "HEALTHPLANE_COMMAND_API_LISTEN",
-        default_value = "127.0.0.1:8082"
+        default_value = LISTEN
     )]
     listen: SocketAddr,
     /// The event store database.
@@ -64,7 +67,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::http::healthcheck_if_asked("HEALTHPLANE_COMMAND_API_LISTEN", "127.0.0.1:8082");
+    platform::http::healthcheck_if_asked("HEALTHPLANE_COMMAND_API_LISTEN", LISTEN);
     platform::telemetry::init("command-api");
     let args = Args::parse();
     args.api.kafka.check()?;

@@ -9,6 +9,9 @@ use platform::metrics::Metrics;
 use projections::runner::{self, RunnerConfig, RunnerMetrics};
 use projections::{Projection, ProjectionArgs, with_projection};
 
+/// Where health and metrics listens unless told otherwise (also what `healthcheck` asks).
+const LISTEN: &str = "127.0.0.1:9101";
+
 #[derive(Debug, Parser)]
 #[command(name = "projector", version, about = "Healthplane projector worker")]
 struct Args {
@@ -20,7 +23,7 @@ struct Args {
     #[arg(
         long,
         env = "HEALTHPLANE_PROJECTOR_LISTEN",
-        default_value = "127.0.0.1:9101"
+        default_value = LISTEN
     )]
     listen: SocketAddr,
     /// Most records applied in one transaction.
@@ -35,7 +38,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::http::healthcheck_if_asked("HEALTHPLANE_PROJECTOR_LISTEN", "127.0.0.1:9101");
+    platform::http::healthcheck_if_asked("HEALTHPLANE_PROJECTOR_LISTEN", LISTEN);
     platform::telemetry::init("projector");
     let args = Args::parse();
     args.kafka.check()?;

@@ -19,6 +19,9 @@ use query_api::read_model::{
     StatementCounter, Versions,
 };
 
+/// Where the GraphQL API listens unless told otherwise (also what `healthcheck` asks).
+const LISTEN: &str = "127.0.0.1:8080";
+
 #[derive(Debug, Parser)]
 #[command(name = "query-api", version, about = "Healthplane GraphQL query API")]
 struct Args {
@@ -26,7 +29,7 @@ struct Args {
     #[arg(
         long,
         env = "HEALTHPLANE_QUERY_API_LISTEN",
-        default_value = "127.0.0.1:8080"
+        default_value = LISTEN
     )]
     listen: SocketAddr,
     /// The patient read model.
@@ -86,7 +89,7 @@ fn lazy(url: &str) -> anyhow::Result<sqlx::PgPool> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::http::healthcheck_if_asked("HEALTHPLANE_QUERY_API_LISTEN", "127.0.0.1:8080");
+    platform::http::healthcheck_if_asked("HEALTHPLANE_QUERY_API_LISTEN", LISTEN);
     platform::telemetry::init("query-api");
     let args = Args::parse();
     args.api.kafka.check()?;
